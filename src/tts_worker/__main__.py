@@ -1,0 +1,47 @@
+"""Start the worker: settings, then the models loaded and warmed once, then the RunPod loop.
+
+    python -m tts_worker                       serve jobs (RunPod, or --rp_serve_api locally)
+    python -m tts_worker --test_input '{...}'  run one job and exit
+
+A model directory that can't be served stops the process here, with a message
+naming what is missing and how to bake it; jobs never load or download models.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Offline by construction: set before anything imports huggingface_hub, transformers or pyannote.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+import logging
+import sys
+
+from tts_worker import log
+from tts_worker.errors import ModelDirError
+from tts_worker.settings import Settings
+
+logger = logging.getLogger("tts_worker")
+
+
+def main() -> None:
+    settings = Settings()
+    log.configure(settings.log_level)
+    from tts_worker.handler import make_handler
+    from tts_worker.pipeline import Worker
+
+    try:
+        worker = Worker.load(settings)
+    except ModelDirError as exc:
+        logger.error("cannot start: %s", exc)
+        sys.exit(f"tts-worker cannot start: {exc}")
+
+    import runpod
+
+    runpod.serverless.start({"handler": make_handler(worker)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Audio in and out: decode uploaded/stored audio, resample, join chunks, trim
+long pauses, encode the result. numpy in, numpy out; no torch here.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from tts_worker.errors import InvalidAudio
+
+
+@dataclass(frozen=True)
+class Encoding:
+    container: str
+    subtype: str
+    content_type: str
+
+
+FORMATS: dict[str, Encoding] = {
+    "wav": Encoding("WAV", "PCM_16", "audio/wav"),
+    "flac": Encoding("FLAC", "PCM_16", "audio/flac"),
+    "ogg": Encoding("OGG", "VORBIS", "audio/ogg"),
+    "mp3": Encoding("MP3", "MPEG_LAYER_III", "audio/mpeg"),
+}
+
+
+def decode(data: bytes, *, field: str) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the sample rate of an encoded file, or `InvalidAudio` naming `field`."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise InvalidAudio(f"{field}: not a decodable audio file (WAV, FLAC, OGG or MP3)") from exc
+    if samples.size == 0:
+        raise InvalidAudio(f"{field}: the audio has no samples")
+    mono = samples.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(mono).all():
+        raise InvalidAudio(f"{field}: the audio contains invalid (NaN or infinite) samples")
+    return mono, int(rate)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return samples
+    return soxr.resample(samples, rate, target).astype(np.float32, copy=False)
+
+
+def crossfade_join(waves: list[np.ndarray], fade: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Join chunks with a linear cross-fade of up to `fade` samples.
+
+    Returns the joined wave and, per chunk, the [start, end) sample range it owns
+    in it. Ranges tile the output exactly; a boundary sits at the middle of its
+    cross-fade.
+    """
+    if not waves:
+        raise ValueError("no audio to join")
+    out = waves[0].astype(np.float32, copy=True)
+    bounds = [0]
+    for prev, wave in itertools.pairwise(waves):
+        n = min(fade, len(prev) // 2, len(wave) // 2)
+        if n <= 0:
+            bounds.append(len(out))
+            out = np.concatenate([out, wave])
+            continue
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        mixed = out[-n:] * (1.0 - ramp) + wave[:n] * ramp
+        bounds.append(len(out) - n + n // 2)
+        out = np.concatenate([out[:-n], mixed, wave[n:]])
+    bounds.append(len(out))
+    return out, list(itertools.pairwise(bounds))
+
+
+def shorten_pauses(
+    wave: np.ndarray, rate: int, *, threshold_db: float = -50.0, min_pause: float = 1.0, keep: float = 0.5
+) -> np.ndarray:
+    """Cut every silence longer than `min_pause` seconds down to `keep` seconds (half on each side),
+    as f5_tts's `remove_silence_for_generated_wav` does, without a round trip through a file."""
+    frame = max(1, rate // 100)  # 10 ms
+    n_frames = len(wave) // frame
+    if n_frames == 0:
+        return wave
+    frames = wave[: n_frames * frame].reshape(n_frames, frame)
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    silent = 20.0 * np.log10(np.maximum(rms, 1e-10)) < threshold_db
+    pieces, pos, i = [], 0, 0
+    min_frames, half_keep = int(min_pause * 100), int(keep * rate / 2)
+    while i < n_frames:
+        if not silent[i]:
+            i += 1
+            continue
+        j = i
+        while j < n_frames and silent[j]:
+            j += 1
+        if j - i >= min_frames:
+            start, end = i * frame, j * frame
+            pieces.append(wave[pos : start + half_keep])
+            pos = end - half_keep
+        i = j
+    pieces.append(wave[pos:])
+    return np.concatenate(pieces)
+
+
+def encode(wave: np.ndarray, rate: int, fmt: str) -> bytes:
+    enc = FORMATS[fmt]
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), rate, format=enc.container, subtype=enc.subtype)
+    return buf.getvalue()

@@ -1,0 +1,163 @@
+"""The model directory's layout and its manifest: one description shared by
+`bake_models.py` (which writes it) and the worker (which loads from it).
+
+    MODEL_DIR/
+      manifest.json            this file's schema: `Manifest`
+      f5-tts/model.safetensors DiT checkpoint, keys `ema_model.<param>`
+      f5-tts/vocab.txt         tokenizer vocabulary
+      vocos/config.yaml        Vocos vocoder, f5_tts `load_vocoder(is_local=True)` layout
+      vocos/pytorch_model.bin
+
+Every file is listed with its size and sha256. At start the worker checks
+presence and sizes (cheap); `verify(..., checksums=True)` also hashes, which
+`bake_models.py` does after writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tts_worker.errors import ModelDirError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+BAKE_HINT = "bake it with `make bake` (real weights) or `make bake-tiny` (random tiny weights for tests)"
+
+TTS_CHECKPOINT = "f5-tts/model.safetensors"
+TTS_VOCAB = "f5-tts/vocab.txt"
+VOCODER_DIR = "vocos"
+VOCODER_FILES = ("vocos/config.yaml", "vocos/pytorch_model.bin")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Source(_Strict):
+    """Where a component came from: a hub repo at a pinned revision, a mirror, or `tiny` random weights."""
+
+    kind: str
+    repo: str | None = None
+    revision: str | None = None
+    files: list[str] = Field(default_factory=list)
+
+
+class TTSSpec(_Strict):
+    name: str
+    backbone: str = "DiT"
+    arch: dict[str, Any]
+    mel_spec_type: str = "vocos"
+    checkpoint: str = TTS_CHECKPOINT
+    vocab: str = TTS_VOCAB
+    source: Source
+
+
+class VocoderSpec(_Strict):
+    name: str = "vocos"
+    dir: str = VOCODER_DIR
+    source: Source
+
+
+class Manifest(_Strict):
+    format: int = FORMAT_VERSION
+    tiny: bool
+    created: str
+    tts: TTSSpec
+    vocoder: VocoderSpec
+    # Optional components (alignment models, NLTK data, ASR) register here by name.
+    components: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    files: dict[str, FileEntry]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_files(model_dir: Path, relpaths: list[str]) -> dict[str, FileEntry]:
+    """Size and sha256 of each file, as the manifest records them."""
+    return {
+        rel: FileEntry(size=(model_dir / rel).stat().st_size, sha256=sha256_file(model_dir / rel))
+        for rel in sorted(relpaths)
+    }
+
+
+def write_manifest(
+    model_dir: Path,
+    *,
+    tiny: bool,
+    tts: TTSSpec,
+    vocoder: VocoderSpec,
+    components: dict[str, dict[str, Any]] | None = None,
+    files: list[str],
+) -> Manifest:
+    """Hash every listed file and write `manifest.json` last, atomically: a directory
+    with a manifest is a complete one."""
+    manifest = Manifest(
+        tiny=tiny,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        tts=tts,
+        vocoder=vocoder,
+        components=components or {},
+        files=describe_files(model_dir, files),
+    )
+    tmp = model_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
+    tmp.replace(model_dir / MANIFEST_NAME)
+    return manifest
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    path = model_dir / MANIFEST_NAME
+    if not model_dir.is_dir():
+        raise ModelDirError(f"MODEL_DIR {model_dir} does not exist; {BAKE_HINT}")
+    if not path.is_file():
+        raise ModelDirError(
+            f"MODEL_DIR {model_dir} has no {MANIFEST_NAME} (not baked, or baking was cut short); {BAKE_HINT}"
+        )
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError) as exc:
+        raise ModelDirError(f"{path} is not a valid manifest ({exc.__class__.__name__}); {BAKE_HINT}") from exc
+    if manifest.format != FORMAT_VERSION:
+        raise ModelDirError(f"{path} has format {manifest.format}, this worker reads {FORMAT_VERSION}; {BAKE_HINT}")
+    return manifest
+
+
+def verify(model_dir: Path, manifest: Manifest, *, checksums: bool = False) -> list[str]:
+    """Problems with the files the manifest lists, one line each; empty when all is well."""
+    problems = []
+    required = [manifest.tts.checkpoint, manifest.tts.vocab, *VOCODER_FILES]
+    problems += [f"{rel}: not listed in the manifest" for rel in required if rel not in manifest.files]
+    for rel, entry in manifest.files.items():
+        path = model_dir / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != entry.size:
+            problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {entry.size}")
+        elif checksums and sha256_file(path) != entry.sha256:
+            problems.append(f"{rel}: sha256 differs from the manifest (corrupt or replaced)")
+    return problems
+
+
+def load_verified(model_dir: Path, *, checksums: bool = False) -> Manifest:
+    """The manifest of a complete model directory, or `ModelDirError` naming every problem."""
+    manifest = load_manifest(model_dir)
+    problems = verify(model_dir, manifest, checksums=checksums)
+    if problems:
+        raise ModelDirError(f"MODEL_DIR {model_dir} is incomplete: " + "; ".join(problems) + f"; {BAKE_HINT}")
+    return manifest
