@@ -1,0 +1,171 @@
+"""Synthesis jobs through the runpod SDK's own job runner (`rp_job.run_job`), on tiny random-weight
+models loaded by the real f5_tts and vocos code. Outputs are checked by decoding them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from runpod.serverless.modules import rp_job
+
+from tts_worker.handler import make_handler
+
+FAST = {"nfe_steps": 4}
+
+
+@pytest.fixture(scope="module")
+def handler(worker):
+    return make_handler(worker)
+
+
+def run(handler, job_input):
+    return asyncio.run(rp_job.run_job(handler, {"id": f"test-{uuid.uuid4().hex[:8]}", "input": job_input}))
+
+
+def ok(handler, job_input):
+    result = run(handler, job_input)
+    assert "error" not in result, result
+    return result["output"]
+
+
+def stored_bytes(worker, output):
+    data = worker.storage.get(output["audio"]["key"])
+    assert data is not None
+    return data
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac", "ogg"])
+def test_synthesis_produces_decodable_audio(handler, worker, fmt):
+    out = ok(handler, {"text": "Hello world. This is a test.", "output_format": fmt, "seed": 7, **FAST})
+    data = stored_bytes(worker, out)
+    samples, rate = sf.read(io.BytesIO(data))
+    assert rate == out["sample_rate"] == 24_000
+    assert sf.info(io.BytesIO(data)).format == {"wav": "WAV", "mp3": "MP3", "flac": "FLAC", "ogg": "OGG"}[fmt]
+    assert abs(len(samples) / rate - out["duration"]) < (0.06 if fmt == "mp3" else 1e-3)
+    assert out["status"] == "completed" and out["format"] == fmt and out["seed"] == 7
+    assert out["audio_url"] == out["audio"]["url"] and out["storage"] == "local"
+    assert out["audio"]["key"].startswith("output/") and out["audio"]["key"].endswith(f".{fmt}")
+    assert out["model"] == {"name": "F5TTS_tiny", "tiny": True}
+    stages = out["processing_time"]["stages"]
+    assert {"reference", "synthesis", "vocoder", "encode", "storage"} <= set(stages)
+    assert out["processing_time"]["total"] >= sum(stages.values()) * 0.99
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3"])
+def test_same_seed_gives_byte_identical_audio(handler, worker, fmt):
+    job = {"text": "Same input, same seed. Two sentences here.", "seed": 1234, "output_format": fmt, **FAST}
+    first, second = ok(handler, job), ok(handler, job)
+    assert first["audio"]["key"] != second["audio"]["key"]
+    assert stored_bytes(worker, first) == stored_bytes(worker, second)
+
+
+def test_ogg_same_seed_gives_identical_samples(handler, worker):
+    # Ogg streams carry a random serial number, so the bytes differ; the audio must not.
+    job = {"text": "Ogg output.", "seed": 5, "output_format": "ogg", **FAST}
+    a, _ = sf.read(io.BytesIO(stored_bytes(worker, ok(handler, job))))
+    b, _ = sf.read(io.BytesIO(stored_bytes(worker, ok(handler, job))))
+    assert np.array_equal(a, b)
+
+
+def test_seed_is_drawn_and_reproduces(handler, worker):
+    first = ok(handler, {"text": "No seed given.", **FAST})
+    assert isinstance(first["seed"], int)
+    again = ok(handler, {"text": "No seed given.", "seed": first["seed"], **FAST})
+    assert stored_bytes(worker, first) == stored_bytes(worker, again)
+    other = ok(handler, {"text": "No seed given.", "seed": first["seed"] + 1, **FAST})
+    assert stored_bytes(worker, other) != stored_bytes(worker, first)
+
+
+def test_long_text_is_chunked_and_ranges_cover_the_audio(handler, worker):
+    text = " ".join(f"This is sentence number {i}, and it carries a few more words." for i in range(30))
+    out = ok(handler, {"text": text, "seed": 3, **FAST})
+    chunks = out["chunks"]
+    assert len(chunks) > 1
+    assert chunks[0]["start_sample"] == 0 and chunks[-1]["end_sample"] == out["samples"]
+    assert all(a["end_sample"] == b["start_sample"] for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(text[c["char_start"] : c["char_end"]] == c["text"] for c in chunks)
+    samples, rate = sf.read(io.BytesIO(stored_bytes(worker, out)))
+    assert len(samples) == out["samples"] and math.isclose(out["duration"], len(samples) / rate, abs_tol=1e-3)
+
+
+def test_speed_changes_duration(handler):
+    text = "A sentence long enough to have a duration that depends on speed."
+    slow = ok(handler, {"text": text, "speed": 0.5, "seed": 1, **FAST})
+    fast = ok(handler, {"text": text, "speed": 2.0, "seed": 1, **FAST})
+    assert slow["duration"] > 3 * fast["duration"]
+
+
+def test_original_api_synthesis_request_with_library_voice(handler, worker):
+    # The original layout: voices/<name>.wav with its transcript in voices/<name>.txt.
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(3 * 16_000) / 16_000)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, tone, 16_000, format="WAV")
+    worker.storage.put("voices/my-voice.wav", buf.getvalue(), "audio/wav")
+    worker.storage.put("voices/my-voice.txt", b"A short reference sentence.", "text/plain")
+    out = ok(handler, {"text": "Speaking in my own voice.", "local_voice": "my-voice.wav", "speed": 1.0})
+    assert out["voice"] == "my-voice" and out["status"] == "completed" and out["duration"] > 0
+    assert out["audio_url"].endswith(".wav")
+
+
+def expect_error(handler, job_input, code):
+    result = run(handler, job_input)
+    assert "output" not in result or not result["output"], result
+    error = result["error"]
+    assert isinstance(error, str) and error.startswith(f"{code}: "), error
+    assert "Traceback" not in error and "/tmp" not in error and "site-packages" not in error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("job_input", "code", "names"),
+    [
+        ({"operation": "dance", "text": "a"}, "unknown_operation", "operation"),
+        ({"text": "a", "colour": "red"}, "invalid_input", "colour"),
+        ({"text": ["a"]}, "invalid_input", "text"),
+        ({"text": "   "}, "invalid_input", "text"),
+        ({"text": "x" * 5001}, "invalid_input", "text"),
+        ({"text": "a", "speed": 7}, "invalid_input", "speed"),
+        ({"text": "a", "speed": float("nan")}, "invalid_input", "speed"),
+        ({"text": "a", "output_format": "wma"}, "invalid_input", "output_format"),
+        ({"text": "a", "voice": "nobody-here"}, "voice_not_found", "voice"),
+    ],
+)
+def test_bad_input_fails_the_job_and_the_next_job_succeeds(handler, job_input, code, names):
+    error = expect_error(handler, job_input, code)
+    assert f"{names}:" in error
+    ok(handler, {"text": "Still serving.", **FAST})
+
+
+def test_corrupt_reference_audio(handler, worker):
+    worker.storage.put("voices/broken.wav", b"RIFF\x00\x00garbage" * 50, "audio/wav")
+    worker.storage.put("voices/broken.txt", b"Some text.", "text/plain")
+    error = expect_error(handler, {"text": "a", "voice": "broken"}, "invalid_audio")
+    assert "voice:" in error
+    ok(handler, {"text": "Still serving.", **FAST})
+
+
+def test_model_failure_asks_runpod_to_refresh_the_worker(handler, worker, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(worker.engine._model, "sample", out_of_memory)
+    result = run(handler, {"text": "This will fail.", **FAST})
+    assert result["error"].startswith("model_error: ") and "20.00 GiB" not in result["error"]
+    assert result["stopPod"] is True
+    monkeypatch.undo()
+    ok(handler, {"text": "Recovered.", **FAST})
+
+
+def test_unexpected_exception_is_not_a_traceback(handler, worker, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyError("secret-internal-detail")
+
+    monkeypatch.setattr(worker.engine, "generate", boom)
+    error = expect_error(handler, {"text": "x", **FAST}, "internal_error")
+    assert "secret-internal-detail" not in error
