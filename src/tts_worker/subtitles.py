@@ -1,0 +1,414 @@
+"""Subtitle documents from word timings: ASS karaoke, SRT, VTT, and the timings as JSON and CSV.
+
+Contract
+- Input: `WordTiming`s (see `tts_worker.words`), one per word of the input text, in order,
+  non-overlapping, inside [0, duration] seconds. A violation raises `ValueError`: it is a bug
+  upstream, not a user error. Options come as one `SubtitleOptions`; bad options raise
+  `ValueError` naming the option.
+- Output: `build(fmt, words, options, duration) -> (bytes, content_type)`, UTF-8, for each
+  of `SUBTITLE_FORMATS`. ASS, SRT and VTT are written by pysubs2 only; no timestamp is
+  formatted here. JSON (a list of objects) and CSV (`word,start,end,score,interpolated`) hold
+  one row per word, times rounded to the millisecond and scores to 3 decimals.
+
+Layout: words fill lines up to `max_chars_per_line` / `max_words_per_line`; a word ending a
+sentence ends its line; a single word longer than the limit gets a line of its own and is
+never cut. Up to `max_lines` lines make one on-screen event; a pause of `split_pause`
+seconds or more ends the event. A shorter pause keeps the event on screen until the next
+one starts, so text does not flicker off between lines.
+
+ASS karaoke: times are whole centiseconds (the ASS tick). Every boundary (event start,
+each word's start and end, event end) is rounded once, and durations are differences of
+rounded boundaries, so rounding never accumulates: each event's `\\k` durations sum exactly to
+its duration, and each word's highlight starts at its rounded start time (within 5 ms).
+Pauses between words are empty syllables (`{\\k20}`).
+
+Escaping: in ASS text libass reads `{...}` as override tags and `\\N`, `\\n`, `\\h`, `\\{`, `\\}`
+as escapes. Braces are written as libass's `\\{` and `\\}`; every backslash from the user's text is
+followed by U+2060 WORD JOINER (zero width, not rendered), so it can never start an escape
+or join with a following tag. SRT and VTT get the same word joiner after backslashes (pysubs2
+would otherwise turn `\\N` into a line break or drop a cue it takes for a drawing) and keep
+braces as they are; VTT also gets `&`, `<` and `>` as character references.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pysubs2
+
+from tts_worker.words import WordTiming
+
+logger = logging.getLogger(__name__)
+
+SUBTITLE_FORMATS = ("ass", "srt", "vtt", "json", "csv")
+
+CONTENT_TYPES = {
+    "ass": "text/x-ssa; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+}
+
+RESOLUTIONS = {"landscape": (1920, 1080), "vertical": (1080, 1920)}
+KARAOKE_TAGS = ("k", "kf", "ko")
+POSITIONS = {"bottom": pysubs2.Alignment.BOTTOM_CENTER, "middle": pysubs2.Alignment.MIDDLE_CENTER,
+             "top": pysubs2.Alignment.TOP_CENTER}  # fmt: skip
+CUE_LEVELS = ("line", "word")
+
+# Defaults that depend on the resolution preset (used when the option is None).
+_PRESET_MAX_CHARS = {"landscape": 42, "vertical": 24}
+_PRESET_MARGIN_V = {"landscape": 60, "vertical": 480}  # vertical: above the app's bottom overlay
+
+_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+# A word ends a sentence when it ends in one of these, ignoring closing quotes and brackets.
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]」』]*$")
+# Tolerance for float noise when checking the input contract (seconds).
+_EPS = 1e-6
+
+_ASS_ESCAPES = str.maketrans({"\\": "\\\u2060", "{": "\\{", "}": "\\}"})
+_SRT_ESCAPES = str.maketrans({"\\": "\\\u2060"})
+_VTT_ESCAPES = str.maketrans({"\\": "\\\u2060", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+@dataclass(frozen=True)
+class SubtitleOptions:
+    """How subtitles look and how words are laid out. Every field is a plain scalar.
+
+    Colours are "#RRGGBB". ASS mapping: `primary_colour` is the text before its word is
+    spoken (ASS SecondaryColour), `highlight_colour` the text once spoken (ASS PrimaryColour);
+    with `karaoke="ko"` the outline appears as words are spoken instead.
+    """
+
+    font: str = "Arial"
+    """Font family name (ASS only); the renderer falls back to a similar font if missing."""
+    font_size: int = 64
+    """Font size in pixels of the preset resolution (ASS only), 1-500."""
+    primary_colour: str = "#FFFFFF"
+    """Text colour before a word is highlighted (ASS only)."""
+    highlight_colour: str = "#FFD700"
+    """Text colour of a word from its start time on (ASS only)."""
+    outline_colour: str = "#000000"
+    """Colour of the text outline (ASS only)."""
+    outline: float = 3.0
+    """Outline width in pixels, 0-50 (ASS only)."""
+    shadow: float = 0.0
+    """Shadow offset in pixels, 0-50 (ASS only)."""
+    position: str = "bottom"
+    """Where lines sit: "bottom", "middle" or "top", horizontally centred (ASS only)."""
+    margin_v: int | None = None
+    """Distance in pixels from the top/bottom edge (ASS only); None: 60 landscape, 480 vertical."""
+    resolution: str = "landscape"
+    """"landscape" (1920x1080) or "vertical" (1080x1920): the ASS canvas sizes are relative to."""
+    karaoke: str = "k"
+    """ASS karaoke tag: "k" (word switches colour), "kf" (colour sweeps over the word), "ko" (outline)."""
+    max_chars_per_line: int | None = None
+    """Most characters on a line (all formats), 1-1000; None: 42 landscape, 24 vertical."""
+    max_words_per_line: int | None = None
+    """Most words on a line (all formats), 1-1000; None: no limit."""
+    max_lines: int = 2
+    """Most lines shown at once (one ASS event or one line-level SRT/VTT cue), 1-10."""
+    split_pause: float = 1.0
+    """A silence between words at least this long (seconds, > 0) ends the lines on screen."""
+    cue_level: str = "line"
+    """SRT/VTT cues: "line" (the lines on screen, as in ASS) or "word" (one cue per word, its exact times)."""
+
+    def __post_init__(self) -> None:
+        for name in ("primary_colour", "highlight_colour", "outline_colour"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _COLOUR.fullmatch(value):
+                raise ValueError(f"{name} must be a colour written as #RRGGBB, got {value!r}")
+        # ASS style lines are comma-separated: a comma or newline in the name would break the file.
+        if not isinstance(self.font, str) or not self.font.strip() or re.search(r"[,\r\n]", self.font):
+            raise ValueError(f"font must be a non-empty font name without commas or newlines, got {self.font!r}")
+        _check_choice("position", self.position, tuple(POSITIONS))
+        _check_choice("resolution", self.resolution, tuple(RESOLUTIONS))
+        _check_choice("karaoke", self.karaoke, KARAOKE_TAGS)
+        _check_choice("cue_level", self.cue_level, CUE_LEVELS)
+        _check_int("font_size", self.font_size, 1, 500)
+        _check_int("max_lines", self.max_lines, 1, 10)
+        if self.max_chars_per_line is not None:
+            _check_int("max_chars_per_line", self.max_chars_per_line, 1, 1000)
+        if self.max_words_per_line is not None:
+            _check_int("max_words_per_line", self.max_words_per_line, 1, 1000)
+        if self.margin_v is not None:
+            _check_int("margin_v", self.margin_v, 0, max(RESOLUTIONS[self.resolution]))
+        _check_number("outline", self.outline, 0, 50)
+        _check_number("shadow", self.shadow, 0, 50)
+        if not _is_number(self.split_pause) or not (0 < self.split_pause < math.inf):
+            raise ValueError(f"split_pause must be a number of seconds greater than 0, got {self.split_pause!r}")
+
+    @property
+    def chars_per_line(self) -> int:
+        """`max_chars_per_line`, or the preset's default."""
+        return self.max_chars_per_line or _PRESET_MAX_CHARS[self.resolution]
+
+    @property
+    def vertical_margin(self) -> int:
+        """`margin_v`, or the preset's default."""
+        return _PRESET_MARGIN_V[self.resolution] if self.margin_v is None else self.margin_v
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    if not _is_number(value) or not low <= value <= high:  # type: ignore[operator]
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+
+def _check_words(words: Sequence[WordTiming], duration: float | None) -> None:
+    """Enforce the `WordTiming` contract; times that break it would make broken subtitles."""
+    previous_end = 0.0
+    for i, w in enumerate(words):
+        start, end = w["start"], w["end"]
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise ValueError(f"word {i} ({w['word']!r}) has a non-finite time: {start}..{end}")
+        if start < previous_end - _EPS or end < start - _EPS:
+            raise ValueError(
+                f"word {i} ({w['word']!r}) at {start:.3f}..{end:.3f} s is out of order or overlaps "
+                f"the previous word ending at {previous_end:.3f} s"
+            )
+        if duration is not None and end > duration + _EPS:
+            raise ValueError(f"word {i} ({w['word']!r}) ends at {end:.3f} s, after the audio ({duration:.3f} s)")
+        previous_end = max(previous_end, end)
+
+
+def _clean(word: str) -> str:
+    """One word as one run of text: no line breaks, no runs of white space."""
+    return " ".join(word.split())
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Event:
+    """Lines shown together: `lines` are lists of word indices; `end` is when the event leaves the screen."""
+
+    lines: tuple[tuple[int, ...], ...]
+    start: float
+    end: float
+
+
+def _layout(words: Sequence[WordTiming], texts: Sequence[str], opts: SubtitleOptions) -> list[_Event]:
+    max_chars = opts.chars_per_line
+    max_words = opts.max_words_per_line or len(words) or 1
+    groups: list[list[tuple[int, ...]]] = []  # events, each a list of lines
+    lines: list[tuple[int, ...]] = []
+    line: list[int] = []
+    line_chars = 0
+
+    def close_line() -> None:
+        nonlocal line, line_chars, lines
+        if line:
+            lines.append(tuple(line))
+            line, line_chars = [], 0
+        if len(lines) >= opts.max_lines:
+            groups.append(lines)
+            lines = []
+
+    def close_event() -> None:
+        nonlocal lines
+        close_line()
+        if lines:
+            groups.append(lines)
+            lines = []
+
+    for i, text in enumerate(texts):
+        if i and words[i]["start"] - words[i - 1]["end"] >= opts.split_pause:
+            close_event()
+        width = line_chars + (1 if line_chars and text else 0) + len(text)
+        if line and (width > max_chars or len(line) >= max_words):
+            close_line()
+            width = len(text)
+        line.append(i)
+        line_chars = width
+        if _SENTENCE_END.search(text):
+            close_line()
+    close_event()
+
+    events = []
+    for n, group in enumerate(groups):
+        first, last = group[0][0], group[-1][-1]
+        end = words[last]["end"]
+        if n + 1 < len(groups):
+            next_start = words[groups[n + 1][0][0]]["start"]
+            if next_start - end < opts.split_pause:
+                end = next_start
+        events.append(_Event(tuple(group), words[first]["start"], max(end, words[first]["start"])))
+    return events
+
+
+# --- ASS -------------------------------------------------------------------------------------------
+
+
+def _cs(seconds: float) -> int:
+    """Seconds to whole centiseconds, rounding halves up (not to even) so equal inputs agree."""
+    return max(0, math.floor(seconds * 100 + 0.5))
+
+
+def _colour(hex_rgb: str, alpha: int = 0) -> pysubs2.Color:
+    return pysubs2.Color(int(hex_rgb[1:3], 16), int(hex_rgb[3:5], 16), int(hex_rgb[5:7], 16), alpha)
+
+
+def _ass_style(opts: SubtitleOptions) -> pysubs2.SSAStyle:
+    width, _ = RESOLUTIONS[opts.resolution]
+    side = round(width * 0.04)
+    return pysubs2.SSAStyle(
+        fontname=opts.font,
+        fontsize=float(opts.font_size),
+        primarycolor=_colour(opts.highlight_colour),
+        secondarycolor=_colour(opts.primary_colour),
+        outlinecolor=_colour(opts.outline_colour),
+        backcolor=pysubs2.Color(0, 0, 0, 0x80),
+        outline=float(opts.outline),
+        shadow=float(opts.shadow),
+        alignment=POSITIONS[opts.position],
+        marginl=side,
+        marginr=side,
+        marginv=opts.vertical_margin,
+    )
+
+
+def _karaoke_text(event: _Event, words: Sequence[WordTiming], texts: Sequence[str], tag: str) -> tuple[str, int, int]:
+    """The event's ASS text and its start/end in centiseconds; the \\k durations sum to end - start."""
+    start = _cs(event.start)
+    cursor = start
+    parts: list[str] = []
+    for n, line in enumerate(event.lines):
+        for k, i in enumerate(line):
+            if k:
+                parts.append(" ")
+            elif n:
+                parts.append(r"\N")
+            word_start = max(_cs(words[i]["start"]), cursor)
+            word_end = max(_cs(words[i]["end"]), word_start)
+            if word_start > cursor:
+                parts.append(f"{{\\{tag}{word_start - cursor}}}")  # the pause before this word
+            parts.append(f"{{\\{tag}{word_end - word_start}}}{texts[i].translate(_ASS_ESCAPES)}")
+            cursor = word_end
+    end = max(_cs(event.end), cursor)
+    if end > cursor:
+        parts.append(f"{{\\{tag}{end - cursor}}}")  # held on screen until the next event
+    return "".join(parts), start, end
+
+
+def _to_ass(words: Sequence[WordTiming], texts: Sequence[str], events: list[_Event], opts: SubtitleOptions) -> str:
+    subs = pysubs2.SSAFile()
+    width, height = RESOLUTIONS[opts.resolution]
+    subs.info.update(
+        {"PlayResX": str(width), "PlayResY": str(height), "ScaledBorderAndShadow": "yes", "WrapStyle": "0"}
+    )
+    subs.styles = {"Default": _ass_style(opts)}
+    for event in events:
+        text, start, end = _karaoke_text(event, words, texts, opts.karaoke)
+        subs.events.append(pysubs2.SSAEvent(start=start * 10, end=end * 10, text=text, style="Default"))
+    return subs.to_string("ass")
+
+
+# --- SRT / VTT -------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> int:
+    return max(0, math.floor(seconds * 1000 + 0.5))
+
+
+def _to_srt_vtt(
+    fmt: str, words: Sequence[WordTiming], texts: Sequence[str], events: list[_Event], opts: SubtitleOptions
+) -> str:
+    escapes = _VTT_ESCAPES if fmt == "vtt" else _SRT_ESCAPES
+    subs = pysubs2.SSAFile()
+    if opts.cue_level == "word":
+        for w, text in zip(words, texts, strict=True):
+            if text:
+                subs.events.append(
+                    pysubs2.SSAEvent(start=_ms(w["start"]), end=_ms(w["end"]), text=text.translate(escapes))
+                )
+    else:
+        for event in events:
+            lines = [" ".join(texts[i] for i in line if texts[i]).translate(escapes) for line in event.lines]
+            subs.events.append(pysubs2.SSAEvent(start=_ms(event.start), end=_ms(event.end), text=r"\N".join(lines)))
+    # keep_ssa_tags: pass the text through as is (pysubs2 would otherwise drop anything in braces).
+    return subs.to_string(fmt, apply_styles=False, keep_ssa_tags=True)
+
+
+# --- JSON / CSV ------------------------------------------------------------------------------------
+
+
+def _rows(words: Sequence[WordTiming]) -> list[dict[str, object]]:
+    """The timings as written to files: times to the millisecond, scores to 3 decimals (float noise dropped)."""
+    return [
+        {
+            "word": w["word"],
+            "start": round(w["start"], 3),
+            "end": round(w["end"], 3),
+            "score": None if w["score"] is None else round(w["score"], 3),
+            "interpolated": bool(w["interpolated"]),
+        }
+        for w in words
+    ]
+
+
+def _to_json(words: Sequence[WordTiming]) -> str:
+    return json.dumps(_rows(words), ensure_ascii=False, indent=1) + "\n"
+
+
+def _to_csv(words: Sequence[WordTiming]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["word", "start", "end", "score", "interpolated"], lineterminator="\n")
+    writer.writeheader()
+    for row in _rows(words):
+        # None -> empty cell (DictWriter's default); booleans as in the JSON.
+        writer.writerow({**row, "interpolated": "true" if row["interpolated"] else "false"})
+    return out.getvalue()
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+
+def build(
+    fmt: str,
+    words: Sequence[WordTiming],
+    options: SubtitleOptions | None = None,
+    duration: float | None = None,
+) -> tuple[bytes, str]:
+    """One document of format `fmt` (one of `SUBTITLE_FORMATS`) from `words`: (UTF-8 bytes, content type).
+
+    `duration` is the audio's length in seconds; when given, words must end inside it.
+    """
+    if fmt not in SUBTITLE_FORMATS:
+        raise ValueError(f"subtitle format must be one of {', '.join(SUBTITLE_FORMATS)}, got {fmt!r}")
+    opts = options or SubtitleOptions()
+    _check_words(words, duration)
+    if fmt == "json":
+        text = _to_json(words)
+    elif fmt == "csv":
+        text = _to_csv(words)
+    else:
+        texts = [_clean(w["word"]) for w in words]
+        events = _layout(words, texts, opts)
+        text = _to_ass(words, texts, events, opts) if fmt == "ass" else _to_srt_vtt(fmt, words, texts, events, opts)
+        logger.debug("built %s: %d words in %d events", fmt, len(words), len(events))
+    return text.encode("utf-8"), CONTENT_TYPES[fmt]
