@@ -45,7 +45,10 @@ def test_original_api_request_maps_to_canonical_fields():
         ({"text": "a", "cfg_strength": math.inf}, "invalid_input: cfg_strength: should be a finite number"),
         ({"text": "a", "nfe_steps": 0}, "invalid_input: nfe_steps: should be greater than or equal to 1"),
         ({"text": "a", "seed": -3}, "invalid_input: seed: should be greater than or equal to 0"),
-        ({"text": "a", "output_format": "aac"}, "invalid_input: output_format: should be 'wav', 'mp3', 'flac' or 'ogg'"),
+        (
+            {"text": "a", "output_format": "aac"},
+            "invalid_input: output_format: should be 'wav', 'mp3', 'flac' or 'ogg'",
+        ),
         ("just a string", "invalid_input: input: should be a JSON object"),
         (None, "invalid_input: input: should be a JSON object"),
         ({"operation": 3, "text": "a"}, "invalid_input: operation: should be a string naming an operation"),
