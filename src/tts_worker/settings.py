@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,46 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(5000, ge=1, le=100_000)
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
     warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
+
+    # Object storage (S3, B2, R2, MinIO, SeaweedFS). S3 is used when S3_BUCKET is set; RunPod's BUCKET_*
+    # variables are accepted for the endpoint and credentials.
+    s3_bucket: str | None = Field(None, description="Bucket for outputs and voices; unset = local storage.")
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("aws_access_key_id", "bucket_access_key_id")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("aws_secret_access_key", "bucket_secret_access_key")
+    )
+    aws_region: str | None = Field(None, validation_alias=AliasChoices("aws_region", "aws_default_region"))
+    aws_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("aws_endpoint_url", "aws_endpoint_url_s3", "bucket_endpoint_url"),
+        description="S3-compatible endpoint; unset = AWS.",
+    )
+    s3_presign_expiry_seconds: int = Field(3600, ge=1, le=604_800, description="Lifetime of presigned URLs.")
+    s3_public_base_url: str | None = Field(
+        None, description="When set, results link `<base>/<key>` instead of presigned URLs (a public bucket/CDN)."
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request (throttling, 5xx, resets).")
+    s3_retry_mode: Literal["standard", "adaptive"] = "standard"
+    s3_multipart_threshold_mb: int = Field(16, ge=5, le=5120, description="Files from this size upload in parts.")
+    s3_connect_timeout: float = Field(5.0, gt=0, le=120)
+    s3_read_timeout: float = Field(60.0, gt=0, le=600)
+    s3_fetch_buckets: str = Field(
+        "", description="Comma-separated extra buckets s3:// voice inputs may read (S3_BUCKET always may)."
+    )
+
+    # Remote reference audio (https://, s3://, base64).
+    fetch_allow_http: bool = Field(False, description="Also accept plain http:// URLs (never by default).")
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
+    fetch_connect_timeout: float = Field(5.0, gt=0, le=60)
+    fetch_read_timeout: float = Field(15.0, gt=0, le=300)
+    fetch_deadline_seconds: float = Field(60.0, gt=0, le=600, description="Whole download, redirects included.")
+    fetch_max_redirects: int = Field(3, ge=0, le=10)
+    min_audio_seconds: float = Field(1.0, ge=0.1, le=10.0, description="Shortest accepted reference/upload.")
+    max_audio_seconds: float = Field(300.0, ge=1.0, le=3600.0, description="Longest accepted input before trim.")
+    reference_cache_entries: int = Field(16, ge=0, le=1024, description="Prepared references kept per worker.")
 
     def resolved_device(self) -> str:
         if self.device != "auto":

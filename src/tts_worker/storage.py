@@ -1,21 +1,46 @@
 """Where outputs and the voice library live, behind one small protocol.
 
-Keys are relative, `/`-separated (`output/<uuid>.wav`, `voices/<name>.wav`).
-A backend makes an object visible only once it is complete, and refuses keys
-that could escape its root. Backends: `LocalStorage` (a directory, the default
-when no bucket is configured).
+Keys are relative, `/`-separated (`output/<uuid>.wav`, `timings/<uuid>.json`,
+`voices/<name>.wav`); `new_key(prefix, ext)` makes unguessable ones. A backend
+makes an object visible only once it is complete, and refuses keys that could
+escape its root. `list(prefix)` takes a directory-like prefix ending in `/`.
+
+Backends:
+- `LocalStorage`: a directory; the default when no bucket is configured.
+- `S3Storage`: any S3-compatible service (AWS, Backblaze B2, Cloudflare R2,
+  MinIO, SeaweedFS). The only module that imports boto3. `put` returns a
+  presigned GET URL (or `<public base>/<key>` when a public base URL is set).
+  Checksums are sent only when the operation requires them (B2 rejects the
+  ones boto3 adds by default), requests retry with backoff on throttling, 5xx
+  and dropped connections, large files go up in parts (a multipart upload is
+  invisible until completed, and aborted on failure).
+
+`open_storage(settings)` picks the backend. Every failure is a `StorageError`
+whose message names the operation and key and a short cause (an S3 error code,
+"connection failed", "timed out"); never credentials, endpoint URLs or
+signatures. `StagedWrites` records what one job puts so a failed job removes it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import tempfile
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tts_worker.errors import StorageError
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -46,7 +71,27 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete every key (missing ones are fine); raises StorageError if any could not be deleted."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
     def list(self, prefix: str) -> list[ObjectInfo]: ...
+
+    def check(self) -> None:
+        """Fail fast at start: raises StorageError when the backend can't be written to."""
+        ...
+
+
+PREFIXES = ("output/", "timings/", "voices/")
+
+
+def new_key(prefix: str, extension: str) -> str:
+    """An unguessable key: `output/3f2c...e1.wav`."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown storage prefix {prefix!r}")
+    return check_key(f"{prefix}{uuid.uuid4().hex}.{extension.lstrip('.')}")
 
 
 def check_key(key: str) -> str:
@@ -96,6 +141,27 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"could not delete {key} ({exc.strerror or 'I/O error'})") from exc
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        failed = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except StorageError:
+                failed.append(key)
+        if failed:
+            raise StorageError(f"could not delete {len(failed)} objects from local storage ({', '.join(failed[:5])})")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"local storage directory is not usable ({exc.strerror or 'I/O error'})") from exc
+        if not os.access(self.root, os.W_OK):
+            raise StorageError("local storage directory is not writable")
+
     def list(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix.rstrip("/") if prefix else self.root
         if not base.is_dir():
@@ -106,3 +172,308 @@ class LocalStorage:
                 st = path.stat()
                 out.append(ObjectInfo(path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime))
         return out
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, secret-free cause for a boto3/botocore failure (follows the exception chain)."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, ClientError):
+            error = seen.response.get("Error", {})
+            code = str(error.get("Code") or "error")[:64]
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return f"S3 answered {code}" + (f", HTTP {status}" if status else "")
+        if isinstance(seen, ConnectTimeoutError | ReadTimeoutError):
+            return "timed out waiting for the storage endpoint"
+        if isinstance(seen, EndpointConnectionError | ConnectionClosedError):
+            return "could not connect to the storage endpoint"
+        if isinstance(seen, NoCredentialsError):
+            return "no storage credentials are configured"
+        if isinstance(seen, BotoCoreError):
+            return seen.__class__.__name__
+        seen = seen.__cause__ or seen.__context__
+    return exc.__class__.__name__
+
+
+def _not_found(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+class S3Storage:
+    """Objects in one bucket of an S3-compatible service. Thread-safe (one boto3 client)."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str | None = None,
+        presign_expiry_seconds: int = 3600,
+        public_base_url: str | None = None,
+        addressing_style: str = "auto",
+        max_attempts: int = 5,
+        retry_mode: str = "standard",
+        multipart_threshold: int = 16 * 1024 * 1024,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        fetch_buckets: Iterable[str] = (),
+    ) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.presign_expiry_seconds = presign_expiry_seconds
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        # Buckets an `s3://` input may read: ours, plus those the operator lists. Reading any bucket the
+        # credentials reach would let a request read objects it was never meant to see.
+        self.fetch_buckets = frozenset({bucket, *fetch_buckets})
+        self.config = Config(
+            signature_version="s3v4",
+            region_name=region or "us-east-1",
+            s3={"addressing_style": addressing_style},
+            retries={"max_attempts": max_attempts, "mode": retry_mode},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # Backblaze B2 (and some other S3-compatibles) reject the CRC checksums boto3 >= 1.36 adds
+            # to every request; send and validate them only where the operation requires it.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A private session: nothing global is configured, and credentials stay in this object.
+        self.client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=self.config,
+        )
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold // 2, 5 * 1024 * 1024),
+            max_concurrency=4,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Storage:
+        if not settings.s3_bucket:
+            raise ValueError("S3_BUCKET is not set")
+
+        def secret(value: Any) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return cls(
+            settings.s3_bucket,
+            endpoint_url=settings.aws_endpoint_url,
+            access_key_id=secret(settings.aws_access_key_id),
+            secret_access_key=secret(settings.aws_secret_access_key),
+            region=settings.aws_region,
+            presign_expiry_seconds=settings.s3_presign_expiry_seconds,
+            public_base_url=settings.s3_public_base_url,
+            addressing_style=settings.s3_addressing_style,
+            max_attempts=settings.s3_max_attempts,
+            retry_mode=settings.s3_retry_mode,
+            multipart_threshold=settings.s3_multipart_threshold_mb * 1024 * 1024,
+            connect_timeout=settings.s3_connect_timeout,
+            read_timeout=settings.s3_read_timeout,
+            fetch_buckets=[b.strip() for b in settings.s3_fetch_buckets.split(",") if b.strip()],
+        )
+
+    def _fail(self, what: str, exc: BaseException) -> StorageError:
+        cause = _cause(exc)
+        logger.warning("storage: %s failed: %s", what, cause)
+        return StorageError(f"could not {what} ({cause})")
+
+    def url(self, key: str) -> str:
+        """Where a client fetches `key`: the public URL, or a presigned GET valid for the configured time."""
+        check_key(key)
+        if self.public_base_url:
+            return f"{self.public_base_url}/{key}"
+        try:
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": key},
+                    ExpiresIn=self.presign_expiry_seconds,
+                )
+            )
+        except Exception as exc:
+            raise self._fail(f"sign a URL for {key}", exc) from None
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        check_key(key)
+        try:
+            # upload_fileobj: one PUT below the threshold, else a multipart upload that s3transfer
+            # aborts when a part fails. Either way the object appears only once it is complete.
+            self.client.upload_fileobj(
+                io.BytesIO(data),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=self.transfer,
+            )
+        except Exception as exc:
+            raise self._fail(f"upload {key}", exc) from None
+        logger.info("stored %s (%d bytes) in bucket %s", key, len(data), self.bucket)
+        return StoredObject(key=key, url=self.url(key), size=len(data), content_type=content_type)
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        return self.read_object(self.bucket, key)
+
+    def read_object(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes (at most `max_bytes + 1` of them, so a caller can tell it is too large),
+        or None when it does not exist."""
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise self._fail(f"read {key}", exc) from None
+        body = response["Body"]
+        try:
+            return bytes(body.read() if max_bytes is None else body.read(max_bytes + 1))
+        except Exception as exc:
+            raise self._fail(f"read {key}", exc) from None
+        finally:
+            body.close()
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _not_found(exc):
+                return False
+            raise self._fail(f"look up {key}", exc) from None
+        return True
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._fail(f"delete {key}", exc) from None
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        pending = [check_key(k) for k in dict.fromkeys(keys)]
+        failed: list[str] = []
+        for start in range(0, len(pending), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = pending[start : start + 1000]
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            except Exception as exc:
+                raise self._fail(f"delete {len(pending)} objects", exc) from None
+            failed += [str(e.get("Key")) for e in response.get("Errors", [])]
+        if failed:
+            logger.warning("storage: could not delete %s", ", ".join(failed))
+            raise StorageError(f"could not delete {len(failed)} of {len(pending)} objects")
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        out = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                out += [
+                    ObjectInfo(str(o["Key"]), int(o["Size"]), o["LastModified"].timestamp())
+                    for o in page.get("Contents", [])
+                ]
+        except Exception as exc:
+            raise self._fail(f"list {prefix or 'the bucket'}", exc) from None
+        return sorted(out, key=lambda o: o.key)
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise self._fail(f"open bucket {self.bucket}", exc) from None
+
+
+def open_storage(settings: Settings) -> Storage:
+    """S3 when `S3_BUCKET` is set, else the local directory `STORAGE_DIR`. Touches no network."""
+    if settings.s3_bucket:
+        storage = S3Storage.from_settings(settings)
+        logger.info(
+            "storage: S3 bucket %s%s, %s URLs",
+            settings.s3_bucket,
+            " at a custom endpoint" if settings.aws_endpoint_url else "",
+            "public" if settings.s3_public_base_url else "presigned",
+        )
+        return storage
+    if settings.aws_endpoint_url or settings.aws_access_key_id:
+        logger.warning("storage: S3 endpoint/credentials are set but S3_BUCKET is not; using local storage")
+    return LocalStorage(settings.storage_dir)
+
+
+class StagedWrites:
+    """The objects one job has put, so a job that fails part-way removes what it wrote.
+
+        with StagedWrites(storage) as staged:
+            audio = staged.put(new_key("output/", "wav"), data, "audio/wav")
+            timings = staged.put(new_key("timings/", "json"), text, "application/json")
+        # an exception inside the block deletes both (best effort), then propagates
+
+    A key is recorded before its upload starts: an upload that failed on the client side may still
+    have completed on the server. `rollback()` returns the keys it could not delete (storage down)
+    and keeps them, so a later `rollback()` (e.g. at the next job) retries; they are logged, and
+    they are unguessable uuid keys nothing links to.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.keys: list[str] = []
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        self.keys.append(key)
+        return self.storage.put(key, data, content_type)
+
+    def commit(self) -> None:
+        """Keep everything put so far: a later rollback no longer touches it."""
+        self.keys.clear()
+
+    def rollback(self) -> list[str]:
+        """Delete everything recorded. Returns (and keeps, so a later call retries) the keys that could
+        not be deleted."""
+        if not self.keys:
+            return []
+        try:
+            self.storage.delete_many(self.keys)
+        except StorageError:
+            logger.error("storage: a failed job left %d objects not yet removed: %s", len(self.keys), self.keys)
+            return list(self.keys)
+        logger.info("storage: removed %d objects of a failed job", len(self.keys))
+        self.keys = []
+        return []
+
+    def __enter__(self) -> StagedWrites:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.rollback()
+        else:
+            self.commit()
