@@ -1,0 +1,327 @@
+"""Reference audio from the outside world, fetched safely.
+
+`Fetcher.fetch_audio(value, field=...)` takes what a request sent and returns
+the decoded clip (`FetchedAudio`); `Fetcher.fetch_bytes` returns just the bytes.
+A value is one of:
+
+- `https://host/path`: downloaded (plain `http://` only with `FETCH_ALLOW_HTTP`);
+- `s3://bucket/key`: read through the S3 storage client, from `S3_BUCKET` or a
+  bucket listed in `S3_FETCH_BUCKETS` only;
+- base64, bare or as a `data:audio/...;base64,` URI.
+
+Download rules (server-side request forgery is the threat: a request must not
+make the worker read its own network or the cloud's metadata service):
+
+- The host is resolved once per hop; EVERY address must be public (not loopback,
+  private, link-local, shared/CGNAT, multicast, reserved or unspecified; not a
+  cloud metadata address such as 169.254.169.254 or fd00:ec2::254; IPv4 inside
+  IPv6 is unwrapped first). The connection then goes to that checked address
+  (pinned: the URL carries the IP, `Host` and TLS SNI/certificate checks carry
+  the name), so DNS rebinding between check and connect cannot bypass it.
+- Redirects are followed by hand, at most `FETCH_MAX_REDIRECTS`, and every hop
+  is checked again (scheme, name, addresses); https never downgrades to http.
+- No proxies from the environment, no credentials in URLs.
+- Size: a declared Content-Length over `FETCH_MAX_BYTES` is refused before the
+  body is read, and the body is counted while streaming and cut off at the cap.
+- Time: connect and per-read timeouts, and a deadline for the whole download
+  (checked between reads, so it is exceeded by at most one read timeout).
+  Name resolution uses the system resolver and its own timeouts.
+- The bytes must decode as audio (`tts_worker.audio.decode`) and last between
+  `MIN_AUDIO_SECONDS` and `MAX_AUDIO_SECONDS`.
+
+Every refusal is an `InvalidInput` (or `InvalidAudio` for content that is not
+usable audio) whose message starts with the request field's name.
+
+For tests only, `allow_addresses` exempts given addresses/networks from the
+address check (so a loopback server can stand in for the internet) and
+`resolver` replaces DNS; production builds a `Fetcher` from settings alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urljoin
+
+import httpx
+import numpy as np
+
+from tts_worker import audio
+from tts_worker.errors import InvalidAudio, InvalidInput
+from tts_worker.storage import S3Storage, Storage
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+# Metadata services of the big clouds; most are also link-local or private, named here for a clear message
+# and because some (Azure's wireserver, 168.63.129.16) are not.
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.169.254/32",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
+        "169.254.170.2/32",  # AWS ECS task metadata
+        "fd00:ec2::254/128",  # AWS IMDS over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud
+        "168.63.129.16/32",  # Azure wireserver
+        "192.0.0.192/32",  # Oracle Cloud (legacy)
+    )
+)
+METADATA_HOSTNAMES = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+REDIRECTS = (301, 302, 303, 307, 308)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True)
+class FetchedAudio:
+    data: bytes  # the bytes as fetched
+    samples: np.ndarray  # mono float32
+    sample_rate: int
+    seconds: float
+    sha256: str  # of `data`: a cache key for what was fetched
+
+
+def address_refusal(ip: IPAddress) -> str | None:
+    """Why a request must not go to `ip` ("a loopback address", ...), or None when it is public."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in ipaddress.ip_network("64:ff9b::/96"):  # NAT64
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_refusal(embedded)
+    if any(ip in net for net in METADATA_NETWORKS):
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "a reserved (non-public) address"
+    return None
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def decode_base64(value: str, *, field: str, max_bytes: int) -> bytes:
+    """Bytes of a base64 string or a `data:...;base64,` URI; refuses bad encoding and oversize data."""
+    text = value.strip()
+    if text[:5].lower() == "data:":
+        header, sep, text = text.partition(",")
+        if not sep or not header.lower().endswith(";base64"):
+            raise InvalidInput(f"{field}: a data: URI must be base64-encoded (data:audio/wav;base64,...)")
+    text = "".join(text.split())
+    if not text:
+        raise InvalidInput(f"{field}: is empty")
+    if len(text) // 4 * 3 > max_bytes + 3:
+        raise InvalidInput(f"{field}: the encoded audio is larger than the {max_bytes // 1024} KiB limit")
+    try:
+        if "-" in text or "_" in text:
+            data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        else:
+            data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{field}: is neither a URL (https:// or s3://) nor valid base64") from None
+    if len(data) > max_bytes:
+        raise InvalidInput(f"{field}: the encoded audio is larger than the {max_bytes // 1024} KiB limit")
+    return data
+
+
+class Fetcher:
+    """Fetches reference audio under the limits in `settings`; one per worker, safe to share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage | None = None,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        allow_addresses: Iterable[str] = (),
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.verify = verify
+        # Tests only: networks exempt from the address check. Never set from settings or requests.
+        self.allow_networks = tuple(ipaddress.ip_network(a, strict=False) for a in allow_addresses)
+        self.resolve = resolver or _system_resolver
+        self.max_bytes = settings.fetch_max_bytes
+
+    # -- entry points ---------------------------------------------------------------------------------
+
+    def fetch_audio(self, value: str, *, field: str) -> FetchedAudio:
+        data = self.fetch_bytes(value, field=field)
+        samples, rate = audio.decode(data, field=field)
+        seconds = len(samples) / rate
+        if seconds < self.settings.min_audio_seconds:
+            raise InvalidAudio(
+                f"{field}: the audio is {seconds:.2f} s long; at least {self.settings.min_audio_seconds:g} s is needed"
+            )
+        if seconds > self.settings.max_audio_seconds:
+            raise InvalidAudio(
+                f"{field}: the audio is {seconds:.1f} s long; the limit is {self.settings.max_audio_seconds:g} s"
+            )
+        return FetchedAudio(data, samples, rate, seconds, hashlib.sha256(data).hexdigest())
+
+    def fetch_bytes(self, value: str, *, field: str) -> bytes:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"{field}: must be an https:// or s3:// URL or base64-encoded audio")
+        value = value.strip()
+        lowered = value[:8].lower()
+        if lowered.startswith(("https://", "http://")):
+            return self.fetch_url(value, field=field)
+        if lowered.startswith("s3://"):
+            return self.fetch_s3(value, field=field)
+        if lowered.startswith("data:") or not _SCHEME.match(value):
+            return decode_base64(value, field=field, max_bytes=self.max_bytes)
+        scheme = value.split(":", 1)[0][:16]
+        raise InvalidInput(f"{field}: {scheme}: URLs are not accepted; use https://, s3:// or base64")
+
+    # -- s3:// ----------------------------------------------------------------------------------------
+
+    def fetch_s3(self, value: str, *, field: str) -> bytes:
+        bucket, _, key = value[5:].partition("/")
+        key = unquote(key)
+        if not bucket or not key or len(key) > 1024 or any(ord(c) < 32 for c in key):
+            raise InvalidInput(f"{field}: an s3:// URL must be s3://bucket/key")
+        if not isinstance(self.storage, S3Storage):
+            raise InvalidInput(f"{field}: s3:// URLs need S3 storage, and this worker has no bucket configured")
+        if bucket not in self.storage.fetch_buckets:
+            raise InvalidInput(f"{field}: bucket {bucket!r} is not readable by this worker (see S3_FETCH_BUCKETS)")
+        data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)
+        if data is None:
+            raise InvalidInput(f"{field}: there is no object {key!r} in bucket {bucket!r}")
+        if len(data) > self.max_bytes:
+            raise InvalidInput(f"{field}: the object is larger than the {self.max_bytes // 1024} KiB limit")
+        return data
+
+    # -- https:// -------------------------------------------------------------------------------------
+
+    def _check_address(self, ip: IPAddress, host: str, field: str) -> None:
+        if any(ip in net for net in self.allow_networks):
+            return
+        reason = address_refusal(ip)
+        if reason:
+            shown = host if host == str(ip) else f"{host} ({ip})"
+            raise InvalidInput(f"{field}: {shown} is {reason}; only public internet addresses can be fetched")
+
+    def _target(self, url: str, field: str, previous_scheme: str | None) -> tuple[httpx.URL, str]:
+        """The URL with its host replaced by a checked IP address, and the original host name."""
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            raise InvalidInput(f"{field}: is not a valid URL") from None
+        scheme = parsed.scheme
+        if scheme not in ("https", "http"):
+            raise InvalidInput(f"{field}: only https:// URLs can be fetched (a redirect went to {scheme}:)")
+        if scheme == "http" and not self.settings.fetch_allow_http:
+            where = "a redirect went to" if previous_scheme else "got"
+            raise InvalidInput(f"{field}: only https:// URLs can be fetched ({where} http://)")
+        if scheme == "http" and previous_scheme == "https":
+            raise InvalidInput(f"{field}: a redirect from https:// to http:// is refused")
+        if parsed.userinfo:
+            raise InvalidInput(f"{field}: URLs with credentials (user:password@) are not accepted")
+        host = parsed.host.rstrip(".").lower()
+        if not host:
+            raise InvalidInput(f"{field}: the URL has no host")
+        if host in METADATA_HOSTNAMES or host.endswith(".internal") or host == "localhost":
+            raise InvalidInput(f"{field}: {host} is an internal host name; only public internet hosts can be fetched")
+        port = parsed.port or (443 if scheme == "https" else 80)
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolve(host, port)]
+            except (OSError, UnicodeError, ValueError):
+                raise InvalidInput(f"{field}: the host {host} could not be resolved") from None
+            if not addresses:
+                raise InvalidInput(f"{field}: the host {host} could not be resolved")
+        for ip in addresses:  # every address: a name that also resolves to a private one is refused
+            self._check_address(ip, host, field)
+        return parsed.copy_with(host=str(addresses[0])), host
+
+    def fetch_url(self, url: str, *, field: str) -> bytes:
+        s = self.settings
+        deadline = time.monotonic() + s.fetch_deadline_seconds
+        timeout = httpx.Timeout(connect=s.fetch_connect_timeout, read=s.fetch_read_timeout, write=10.0, pool=5.0)
+        previous: str | None = None
+        # trust_env=False: proxies from the environment would break the address pinning.
+        with httpx.Client(verify=self.verify, timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            for _ in range(s.fetch_max_redirects + 1):
+                pinned, host = self._target(url, field, previous)
+                original = httpx.URL(url)
+                headers = {
+                    "Host": original.netloc.decode("ascii"),
+                    "User-Agent": "tts-worker",
+                    "Accept": "audio/*, */*;q=0.5",
+                    "Accept-Encoding": "identity",
+                }
+                # `sni_hostname`: TLS is negotiated and the certificate checked for the name, not the pinned IP.
+                extensions = {"sni_hostname": host} if pinned.scheme == "https" else {}
+                if time.monotonic() > deadline:
+                    raise InvalidInput(f"{field}: the download took longer than {s.fetch_deadline_seconds:g} s")
+                try:
+                    with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
+                        if response.status_code in REDIRECTS:
+                            location = response.headers.get("location")
+                            if not location:
+                                raise InvalidInput(f"{field}: {host} answered a redirect without a location")
+                            previous, url = original.scheme, urljoin(url, location)
+                            logger.info("fetch: %s redirected", host)
+                            continue
+                        if response.status_code != 200:
+                            raise InvalidInput(f"{field}: {host} answered HTTP {response.status_code}")
+                        return self._read_body(response, host, field, deadline)
+                except httpx.TimeoutException:
+                    raise InvalidInput(f"{field}: {host} did not answer in time") from None
+                except httpx.ConnectError as exc:
+                    tls = isinstance(exc.__context__, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc)
+                    problem = "the TLS certificate could not be verified" if tls else "could not connect"
+                    raise InvalidInput(f"{field}: {host}: {problem}") from None
+                except httpx.HTTPError as exc:
+                    raise InvalidInput(f"{field}: downloading from {host} failed ({exc.__class__.__name__})") from None
+        raise InvalidInput(f"{field}: more than {s.fetch_max_redirects} redirects")
+
+    def _read_body(self, response: httpx.Response, host: str, field: str, deadline: float) -> bytes:
+        too_large = f"{field}: the file at {host} is larger than the {self.max_bytes // 1024} KiB limit"
+        declared = response.headers.get("content-length")
+        if declared and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            raise InvalidInput(too_large)
+        body = bytearray()
+        for chunk in response.iter_bytes():  # as received: a chunk size would wait to fill it
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise InvalidInput(too_large)
+            if time.monotonic() > deadline:
+                raise InvalidInput(f"{field}: the download took longer than {self.settings.fetch_deadline_seconds:g} s")
+        logger.info("fetch: %d bytes from %s", len(body), host)
+        return bytes(body)
