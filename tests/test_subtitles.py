@@ -387,6 +387,18 @@ def test_no_words_gives_valid_empty_documents():
     assert build("csv", [])[0] == b"word,start,end,score,interpolated\n"
 
 
+def test_a_word_without_visible_text_keeps_its_time_but_adds_no_blank():
+    words = words_from([("a", 0.1, 0.2), (" \n ", 0.3, 0.4), ("b", 0.5, 0.6)])
+    subs = load_ass(words)
+    assert event_lines(subs.events[0]) == [["a", "b"]]
+    assert sum(cs for cs, _ in ass_syllables(subs.events[0].text)) == 50
+    for fmt in ("srt", "vtt"):
+        for level in ("line", "word"):
+            data, _ = build(fmt, words, SubtitleOptions(cue_level=level))
+            cues = pysubs2.SSAFile.from_string(data.decode(), format_=fmt)
+            assert [c.plaintext for c in cues] == (["a b"] if level == "line" else ["a", "b"])
+
+
 def test_json_and_csv_hold_every_timing():
     words = [
         WordTiming(word='say "hi", ok', start=0.1 + 0.2, end=0.5369999999999999, score=0.87654, interpolated=False),

@@ -142,7 +142,7 @@ class SubtitleOptions:
             _check_int("margin_v", self.margin_v, 0, max(RESOLUTIONS[self.resolution]))
         _check_number("outline", self.outline, 0, 50)
         _check_number("shadow", self.shadow, 0, 50)
-        if not _is_number(self.split_pause) or not (0 < self.split_pause < math.inf):
+        if not (_is_number(self.split_pause) and 0 < self.split_pause < math.inf):
             raise ValueError(f"split_pause must be a number of seconds greater than 0, got {self.split_pause!r}")
 
     @property
@@ -171,7 +171,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 
 
 def _check_number(name: str, value: object, low: float, high: float) -> None:
-    if not _is_number(value) or not low <= value <= high:  # type: ignore[operator]
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high):
         raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
 
 
@@ -298,11 +298,13 @@ def _karaoke_text(event: _Event, words: Sequence[WordTiming], texts: Sequence[st
     cursor = start
     parts: list[str] = []
     for n, line in enumerate(event.lines):
-        for k, i in enumerate(line):
-            if k:
+        if n:
+            parts.append(r"\N")
+        line_text = False
+        for i in line:
+            if line_text and texts[i]:
                 parts.append(" ")
-            elif n:
-                parts.append(r"\N")
+            line_text = line_text or bool(texts[i])
             word_start = max(_cs(words[i]["start"]), cursor)
             word_end = max(_cs(words[i]["end"]), word_start)
             if word_start > cursor:
@@ -339,17 +341,15 @@ def _to_srt_vtt(
     fmt: str, words: Sequence[WordTiming], texts: Sequence[str], events: list[_Event], opts: SubtitleOptions
 ) -> str:
     escapes = _VTT_ESCAPES if fmt == "vtt" else _SRT_ESCAPES
-    subs = pysubs2.SSAFile()
     if opts.cue_level == "word":
-        for w, text in zip(words, texts, strict=True):
-            if text:
-                subs.events.append(
-                    pysubs2.SSAEvent(start=_ms(w["start"]), end=_ms(w["end"]), text=text.translate(escapes))
-                )
+        cues = [(w["start"], w["end"], [text]) for w, text in zip(words, texts, strict=True)]
     else:
-        for event in events:
-            lines = [" ".join(texts[i] for i in line if texts[i]).translate(escapes) for line in event.lines]
-            subs.events.append(pysubs2.SSAEvent(start=_ms(event.start), end=_ms(event.end), text=r"\N".join(lines)))
+        cues = [(e.start, e.end, [" ".join(texts[i] for i in line if texts[i]) for line in e.lines]) for e in events]
+    subs = pysubs2.SSAFile()
+    for start, end, lines in cues:
+        lines = [line.translate(escapes) for line in lines if line]
+        if lines:  # a cue without text would end the file early for SRT/VTT readers
+            subs.events.append(pysubs2.SSAEvent(start=_ms(start), end=_ms(end), text=r"\N".join(lines)))
     # keep_ssa_tags: pass the text through as is (pysubs2 would otherwise drop anything in braces).
     return subs.to_string(fmt, apply_styles=False, keep_ssa_tags=True)
 
