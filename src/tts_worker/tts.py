@@ -69,6 +69,22 @@ def default_voice() -> tuple[bytes, str]:
     return clip.read_bytes(), DEFAULT_VOICE_TEXT
 
 
+def _attention_backend(device: str) -> str:
+    """F5-TTS's `attn_backend`: "flash_attn" when flash-attn imports and the model runs on a CUDA GPU it
+    supports, else "torch" (SDPA). The manifest's value is ignored: one baked image serves both."""
+    if not device.startswith("cuda"):
+        return "torch"
+    # FlashAttention-2 kernels exist for sm80+ only; f5_tts loads fp16 weights from sm70 up, so check.
+    if torch.cuda.get_device_capability(device)[0] < 8:
+        return "torch"
+    try:
+        import flash_attn  # noqa: F401
+    except (ImportError, OSError) as exc:  # absent, or a wheel built for another torch/CUDA (undefined symbol)
+        logger.info("flash-attn unavailable (%s); using torch SDPA", exc.__class__.__name__)
+        return "torch"
+    return "flash_attn"
+
+
 class F5Engine:
     sample_rate = SAMPLE_RATE
 
@@ -85,9 +101,10 @@ class F5Engine:
         from f5_tts.infer.utils_infer import load_model, load_vocoder
 
         backbone = getattr(f5_model, manifest.tts.backbone)
+        arch = {**manifest.tts.arch, "attn_backend": _attention_backend(device)}
         model = load_model(
             backbone,
-            dict(manifest.tts.arch),
+            arch,
             str(model_dir / manifest.tts.checkpoint),
             mel_spec_type=manifest.tts.mel_spec_type,
             vocab_file=str(model_dir / manifest.tts.vocab),
@@ -100,7 +117,7 @@ class F5Engine:
             engine.name,
             device,
             next(model.parameters()).dtype,
-            manifest.tts.arch.get("attn_backend", "torch"),
+            arch["attn_backend"],
             " -- TINY RANDOM WEIGHTS: output is noise" if manifest.tiny else "",
         )
         return engine
