@@ -373,6 +373,10 @@ def test_words_breaking_the_contract_are_rejected():
         build("srt", words_from([("a", 0.0, 0.5), ("b", 0.4, 1.0)]))
     with pytest.raises(ValueError, match="after the audio"):
         build("ass", ok, duration=0.9)
+    with pytest.raises(ValueError, match="before the audio"):
+        build("vtt", words_from([("a", -0.5, 0.5)]))
+    with pytest.raises(ValueError, match="non-finite"):
+        build("json", words_from([("a", 0.0, float("inf"))]))
     with pytest.raises(ValueError, match="format"):
         build("sbv", ok)
 
@@ -404,11 +408,13 @@ def test_json_and_csv_hold_every_timing():
         WordTiming(word='say "hi", ok', start=0.1 + 0.2, end=0.5369999999999999, score=0.87654, interpolated=False),
         WordTiming(word="42%", start=0.6, end=0.9, score=None, interpolated=True),
         WordTiming(word="naïve", start=0.9, end=1.25, score=1.0, interpolated=False),
+        WordTiming(word="§", start=1.25, end=1.3, score=float("nan"), interpolated=True),
     ]
     expected = [
         {"word": 'say "hi", ok', "start": 0.3, "end": 0.537, "score": 0.877, "interpolated": False},
         {"word": "42%", "start": 0.6, "end": 0.9, "score": None, "interpolated": True},
         {"word": "naïve", "start": 0.9, "end": 1.25, "score": 1.0, "interpolated": False},
+        {"word": "§", "start": 1.25, "end": 1.3, "score": None, "interpolated": True},
     ]
     assert json.loads(build("json", words)[0].decode("utf-8")) == expected
     rows = list(csv.DictReader(io.StringIO(build("csv", words)[0].decode("utf-8"))))

@@ -185,6 +185,8 @@ def _check_words(words: Sequence[WordTiming], duration: float | None) -> None:
         start, end = w["start"], w["end"]
         if not (math.isfinite(start) and math.isfinite(end)):
             raise ValueError(f"word {i} ({w['word']!r}) has a non-finite time: {start}..{end}")
+        if start < -_EPS:
+            raise ValueError(f"word {i} ({w['word']!r}) starts before the audio, at {start:.3f} s")
         if start < previous_end - _EPS or end < start - _EPS:
             raise ValueError(
                 f"word {i} ({w['word']!r}) at {start:.3f}..{end:.3f} s is out of order or overlaps "
@@ -364,7 +366,8 @@ def _rows(words: Sequence[WordTiming]) -> list[dict[str, object]]:
             "word": w["word"],
             "start": round(w["start"], 3),
             "end": round(w["end"], 3),
-            "score": None if w["score"] is None else round(w["score"], 3),
+            # NaN would make invalid JSON: an unknown score is null.
+            "score": round(w["score"], 3) if w["score"] is not None and math.isfinite(w["score"]) else None,
             "interpolated": bool(w["interpolated"]),
         }
         for w in words
