@@ -168,7 +168,7 @@ def test_karaoke_highlights_each_word_when_its_voice_starts(speech, tag):
     for (_, _, start_ms), (word, gap) in zip(highlights(subs), SCRIPT, strict=True):
         t = start_ms / 1000
         voiced = np.abs(audio[int((t + 0.01) * sr) : int((t + 0.06) * sr)]).max()
-        assert voiced > 0.05, f"{word!r} highlighted at {t:.2f} s but no voice follows"
+        assert voiced > 0.02, f"{word!r} highlighted at {t:.2f} s but no voice follows"
         if gap >= 0.06:
             assert not audio[int((t - 0.04) * sr) : int((t - 0.01) * sr)].any(), f"voice before {word!r}"
     # The long pause takes the text off screen; shorter ones keep it up.
