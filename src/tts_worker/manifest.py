@@ -7,6 +7,9 @@
       f5-tts/vocab.txt         tokenizer vocabulary
       vocos/config.yaml        Vocos vocoder, f5_tts `load_vocoder(is_local=True)` layout
       vocos/pytorch_model.bin
+      align/<lang>/            wav2vec2 CTC aligner per language (components["align"][<lang>])
+      nltk_data/tokenizers/punkt_tab/<language>/   NLTK punkt_tab (components["nltk_data"])
+      asr/<name>/              CTranslate2 Whisper + tokenizer.json (components["asr"], optional)
 
 Every file is listed with its size and sha256. At start the worker checks
 presence and sizes (cheap); `verify(..., checksums=True)` also hashes, which
@@ -33,6 +36,10 @@ TTS_CHECKPOINT = "f5-tts/model.safetensors"
 TTS_VOCAB = "f5-tts/vocab.txt"
 VOCODER_DIR = "vocos"
 VOCODER_FILES = ("vocos/config.yaml", "vocos/pytorch_model.bin")
+# Alignment components (`tts_worker.alignment` reads their specs from `Manifest.components`).
+ALIGN_DIR = "align"  # align/<language>/ one wav2vec2 CTC model per language
+NLTK_DATA_DIR = "nltk_data"  # nltk_data/tokenizers/punkt_tab/<language>/
+ASR_DIR = "asr"  # asr/<name>/ a CTranslate2 Whisper model with tokenizer.json
 
 
 class _Strict(BaseModel):

@@ -1,0 +1,473 @@
+"""Word timings for known text, and speech recognition: the only module that imports whisperx.
+
+`Aligner.load(model_dir, manifest, device)` loads, once and offline, what the
+manifest's components describe (explicit local directories, never the hub):
+
+    components["align"][<lang>]   wav2vec2 CTC model per language: `AlignModelSpec`
+    components["nltk_data"]       NLTK data dir holding punkt_tab (whisperx.align needs it): `NltkSpec`
+    components["asr"]             faster-whisper (CTranslate2) model + tokenizer.json: `AsrSpec` (optional)
+
+`Aligner.align(wave, rate, text, chunks)` gives one `WordTiming` per
+whitespace-separated word of `text`, in order, non-overlapping, inside
+[0, duration]. It aligns chunk by chunk inside the sample ranges the synthesis
+recorded, so an error in one chunk never shifts the next. Words keep the
+user's spelling; the aligner only sees their letters (lower-cased, accents
+folded). A word with no letter the model knows (numbers, symbols, other
+scripts) gets times interpolated between its neighbours and
+`interpolated=True`; it is never dropped.
+
+`Aligner.transcribe(wave, rate, language)` runs whisperx ASR (pyannote VAD from
+the whisperx package, faster-whisper model from the manifest) and returns text.
+
+Errors: an unbaked language is `InvalidInput` naming `language`; a failure
+inside a model is `ModelError`; a missing or broken component at load is
+`ModelDirError`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tts_worker.audio import resample
+from tts_worker.errors import InvalidAudio, InvalidInput, ModelDirError, ModelError
+from tts_worker.manifest import BAKE_HINT, Manifest, Source
+from tts_worker.words import WordTiming
+
+logger = logging.getLogger(__name__)
+
+ALIGN_SAMPLE_RATE = 16_000  # whisperx (wav2vec2 and Whisper) input rate
+DEFAULT_LANGUAGE = "en"
+MIN_INTERPOLATED_SECONDS = 0.04  # room an interpolated word takes from its neighbours when there is no gap
+# Longest an interpolated word lasts when only one neighbour bounds it (digits are spoken long: "1999").
+MAX_INTERPOLATED_SECONDS_PER_CHAR = 0.25
+
+_WORD = re.compile(r"\S+")
+_APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'"}
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlignModelSpec(_Spec):
+    """One language's alignment model. `huggingface`: a Wav2Vec2ForCTC + Wav2Vec2Processor
+    save_pretrained dir. `torchaudio`: the bundle's `.pth` inside `dir` (whisperx's default English)."""
+
+    dir: str
+    format: Literal["huggingface", "torchaudio"] = "huggingface"
+    bundle: str | None = None
+    source: Source
+
+
+class NltkSpec(_Spec):
+    """An NLTK data directory (`tokenizers/punkt_tab/<language>/...` inside)."""
+
+    dir: str
+    punkt_tab: list[str]
+    source: Source
+
+
+class AsrSpec(_Spec):
+    """A CTranslate2 Whisper dir (model.bin, config.json, vocabulary, tokenizer.json, preprocessor_config.json)."""
+
+    name: str
+    dir: str
+    multilingual: bool
+    compute_type: str = "default"  # float16 on cuda, float32 on cpu
+    source: Source
+
+
+@dataclass(frozen=True)
+class Components:
+    align: dict[str, AlignModelSpec]
+    nltk: NltkSpec
+    asr: AsrSpec | None
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> Components:
+        comps = manifest.components
+        try:
+            align = {lang: AlignModelSpec.model_validate(spec) for lang, spec in comps.get("align", {}).items()}
+            nltk = NltkSpec.model_validate(comps["nltk_data"]) if "nltk_data" in comps else None
+            asr = AsrSpec.model_validate(comps["asr"]) if "asr" in comps else None
+        except ValidationError as exc:
+            raise ModelDirError(f"the manifest's alignment components are malformed ({exc}); {BAKE_HINT}") from exc
+        if not align or nltk is None:
+            raise ModelDirError(f"the manifest has no alignment model or no NLTK data; {BAKE_HINT}")
+        from whisperx.utils import PUNKT_LANGUAGES
+
+        # whisperx.align loads punkt_tab for the language (English when it has none) and downloads it when
+        # missing: every aligned language's punkt model must be baked.
+        missing = {PUNKT_LANGUAGES.get(lang, "english") for lang in align} - set(nltk.punkt_tab)
+        if missing:
+            raise ModelDirError(f"the baked NLTK data lacks punkt_tab {sorted(missing)}; {BAKE_HINT}")
+        return cls(align=align, nltk=nltk, asr=asr)
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str  # as the user wrote it
+    char_start: int
+    clean: str  # what the aligner sees: its known characters only; "" when it knows none
+
+
+@dataclass
+class _Placed:
+    start: float
+    end: float
+    score: float | None
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    char_start: int
+    start: float  # seconds
+    end: float
+
+
+@dataclass(frozen=True)
+class _LoadedAligner:
+    model: Any
+    metadata: dict[str, Any]
+    alignable: frozenset[str]  # single characters the model can place (no blank, no word separator)
+
+
+class Aligner:
+    """Forced alignment (and ASR) from a baked MODEL_DIR. Load once; call from one job at a time per model."""
+
+    def __init__(self, model_dir: Path, components: Components, device: str) -> None:
+        self.model_dir = model_dir
+        self.components = components
+        self.device = device
+        self._aligners: dict[str, _LoadedAligner] = {}
+        self._asr: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: Path, manifest: Manifest, device: str) -> Aligner:
+        """Load the default language's aligner and the ASR model (when baked); `ModelDirError` when they can't be."""
+        components = Components.from_manifest(manifest)
+        aligner = cls(model_dir, components, device)
+        _use_nltk_data(model_dir / components.nltk.dir, components.nltk.punkt_tab)
+        aligner._aligner(DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in components.align else next(iter(components.align)))
+        if components.asr is not None:
+            aligner._asr = _load_asr(model_dir, components.asr, device)
+        logger.info(
+            "alignment ready on %s: languages %s, ASR %s%s",
+            device,
+            ", ".join(sorted(components.align)),
+            components.asr.name if components.asr else "none",
+            " -- TINY RANDOM WEIGHTS: timings and transcripts are meaningless" if manifest.tiny else "",
+        )
+        return aligner
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.components.align)
+
+    @property
+    def has_asr(self) -> bool:
+        return self.components.asr is not None
+
+    def align(
+        self,
+        wave: np.ndarray,
+        sample_rate: int,
+        text: str,
+        chunks: list[tuple[int, int, int, int]],
+        *,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> list[WordTiming]:
+        """One timing per whitespace-separated word of `text`, aligned inside each chunk's sample range.
+
+        `chunks` are `(char_start, char_end, start_sample, end_sample)` at `sample_rate`, as the synthesis
+        records them; an empty list aligns the whole audio as one chunk.
+        """
+        loaded = self._aligner(language)
+        wave = _mono(wave)
+        duration = len(wave) / sample_rate
+        words = [_Word(m.group(), m.start(), _clean(m.group(), loaded.alignable)) for m in _WORD.finditer(text)]
+        if not words:
+            return []
+        spans = _chunk_spans(chunks, len(wave), sample_rate)
+        owner = _assign_words(words, spans)
+        audio16 = _resample(wave, sample_rate)
+
+        placed: list[_Placed | None] = [None] * len(words)
+        for k, span in enumerate(spans):
+            idx = [i for i, c in enumerate(owner) if c == k]
+            if idx:
+                for i, p in zip(idx, self._align_chunk(loaded, audio16, span, [words[i] for i in idx]), strict=True):
+                    placed[i] = p
+        return _finish(words, placed, owner, spans, duration)
+
+    def transcribe(self, wave: np.ndarray, sample_rate: int, language: str | None = None) -> str:
+        """What is said in `wave` (whisperx ASR with VAD); "" when no speech is found."""
+        if self._asr is None:
+            raise InvalidInput(
+                "reference text: this worker has no speech recognition model baked; give the reference text"
+            )
+        supported = self._asr.model.supported_languages
+        if language is not None and language not in supported:
+            raise InvalidInput(f"language: {language!r} is not a language the speech recognition model knows")
+        if language is None and not self._asr.model.model.is_multilingual:
+            language = "en"  # an English-only model cannot detect languages
+        audio16 = _resample(_mono(wave), sample_rate)
+        try:
+            with self._lock:  # the pipeline swaps its tokenizer per language
+                result = self._asr.transcribe(audio16, batch_size=1, language=language)
+        except RuntimeError as exc:
+            logger.exception("speech recognition failed")
+            raise ModelError("speech recognition failed in the model; the worker will restart") from exc
+        return " ".join(" ".join(seg["text"].split()) for seg in result["segments"]).strip()
+
+    def _aligner(self, language: str) -> _LoadedAligner:
+        if language not in self.components.align:
+            raise InvalidInput(
+                f"language: no alignment model for {language!r} in this worker (baked: {', '.join(self.languages)})"
+            )
+        with self._lock:
+            if language not in self._aligners:
+                self._aligners[language] = _load_aligner(
+                    self.model_dir, language, self.components.align[language], self.device
+                )
+            return self._aligners[language]
+
+    def _align_chunk(
+        self, loaded: _LoadedAligner, audio16: np.ndarray, span: _Chunk, words: list[_Word]
+    ) -> list[_Placed | None]:
+        """Place the chunk's alignable words inside the chunk; None for the rest (interpolated later)."""
+        import whisperx
+
+        known = [w for w in words if w.clean]
+        a, b = round(span.start * ALIGN_SAMPLE_RATE), round(span.end * ALIGN_SAMPLE_RATE)
+        if not known or b <= a:
+            return [None] * len(words)
+        segment = audio16[a:b]
+        transcript = [{"start": 0.0, "end": len(segment) / ALIGN_SAMPLE_RATE, "text": " ".join(w.clean for w in known)}]
+        try:
+            result = whisperx.align(transcript, loaded.model, loaded.metadata, segment, self.device)
+        except RuntimeError as exc:
+            logger.exception("alignment failed")
+            raise ModelError("alignment failed in the model; the worker will restart") from exc
+        except (ValueError, KeyError, IndexError):
+            # whisperx's pandas bookkeeping on degenerate input: interpolate this chunk rather than fail the job
+            logger.warning("alignment of a chunk failed; its word times are interpolated", exc_info=True)
+            return [None] * len(words)
+        found = _group_word_segments(result["word_segments"], known, loaded.metadata["language"])
+        if found is None:
+            logger.warning(
+                "the aligner returned %d words for %d; chunk interpolated", len(result["word_segments"]), len(known)
+            )
+            return [None] * len(words)
+        for p in found:  # whisperx times are relative to the segment: move them to the chunk's place
+            if p is not None:
+                p.start += span.start
+                p.end += span.start
+        it = iter(found)
+        return [next(it) if w.clean else None for w in words]
+
+
+def _load_aligner(model_dir: Path, language: str, spec: AlignModelSpec, device: str) -> _LoadedAligner:
+    import whisperx
+
+    path = model_dir / spec.dir
+    try:
+        if spec.format == "torchaudio":
+            model, metadata = whisperx.load_align_model(language, device, model_name=spec.bundle, model_dir=str(path))
+        else:
+            model, metadata = whisperx.load_align_model(language, device, model_name=str(path), model_cache_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelDirError(
+            f"MODEL_DIR {model_dir}: the {language!r} alignment model in {spec.dir} failed to load "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); {BAKE_HINT}"
+        ) from exc
+    dictionary: dict[str, int] = metadata["dictionary"]
+    blank = next((dictionary[k] for k in ("[pad]", "<pad>") if k in dictionary), 0)  # as whisperx.align picks it
+    alignable = frozenset(c for c, i in dictionary.items() if len(c) == 1 and c != "|" and i != blank)
+    logger.info("loaded the %s aligner from %s (%d characters)", language, spec.dir, len(alignable))
+    return _LoadedAligner(model=model, metadata=metadata, alignable=alignable)
+
+
+def _load_asr(model_dir: Path, spec: AsrSpec, device: str) -> Any:
+    import whisperx
+    from pyannote.audio.telemetry import set_telemetry_metrics
+
+    set_telemetry_metrics(False)  # pyannote's VAD reports usage to its servers unless told not to
+    path = model_dir / spec.dir
+    if not (path / "tokenizer.json").is_file():
+        # faster-whisper would fetch one from the hub
+        raise ModelDirError(f"MODEL_DIR {model_dir}: {spec.dir} has no tokenizer.json; {BAKE_HINT}")
+    try:
+        asr = whisperx.load_model(
+            str(path), device, compute_type=spec.compute_type, vad_method="pyannote", local_files_only=True
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelDirError(
+            f"MODEL_DIR {model_dir}: the speech recognition model in {spec.dir} failed to load "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); {BAKE_HINT}"
+        ) from exc
+    if asr.model.model.is_multilingual != spec.multilingual:
+        logger.warning(
+            "%s: the manifest says multilingual=%s, ctranslate2 says %s; language detection follows ctranslate2",
+            spec.name,
+            spec.multilingual,
+            asr.model.model.is_multilingual,
+        )
+    logger.info("loaded speech recognition %s from %s", spec.name, spec.dir)
+    return asr
+
+
+def _use_nltk_data(path: Path, languages: list[str]) -> None:
+    """Put the baked NLTK data first on NLTK's search path and check punkt_tab loads from it:
+    whisperx.align calls `nltk.download` (network) when it is missing."""
+    import nltk
+    from nltk.tokenize import PunktTokenizer
+
+    if str(path) not in nltk.data.path:
+        nltk.data.path.insert(0, str(path))
+    for lang in languages:
+        try:
+            PunktTokenizer(lang)
+        except (LookupError, OSError, ValueError) as exc:
+            raise ModelDirError(f"NLTK punkt_tab {lang!r} does not load from {path}: {exc}; {BAKE_HINT}") from exc
+
+
+def _mono(wave: np.ndarray) -> np.ndarray:
+    samples = np.asarray(wave, dtype=np.float32)
+    if samples.ndim != 1:
+        raise InvalidAudio(f"audio: expected mono samples, got an array of shape {samples.shape}")
+    return samples
+
+
+def _resample(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    return np.ascontiguousarray(resample(wave, sample_rate, ALIGN_SAMPLE_RATE), dtype=np.float32)
+
+
+def _clean(word: str, alignable: frozenset[str]) -> str:
+    """The characters of `word` the aligner knows: lower-cased, curly apostrophes straightened, accents folded."""
+    out = []
+    for ch in word.lower():
+        ch = _APOSTROPHES.get(ch, ch)
+        if ch in alignable:
+            out.append(ch)
+        elif (base := unicodedata.normalize("NFKD", ch)[:1]) in alignable:
+            out.append(base)
+    return "".join(out)
+
+
+def _chunk_spans(chunks: list[tuple[int, int, int, int]], n_samples: int, sample_rate: int) -> list[_Chunk]:
+    if not chunks:
+        return [_Chunk(char_start=0, start=0.0, end=n_samples / sample_rate)]
+    spans = []
+    for char_start, _char_end, start_sample, end_sample in sorted(chunks):
+        a = min(max(int(start_sample), 0), n_samples)
+        b = min(max(int(end_sample), a), n_samples)
+        spans.append(_Chunk(char_start=int(char_start), start=a / sample_rate, end=b / sample_rate))
+    return spans
+
+
+def _assign_words(words: list[_Word], spans: list[_Chunk]) -> list[int]:
+    """The chunk each word belongs to: the last one starting at or before it (the first for words before all)."""
+    starts = [s.char_start for s in spans]
+    return [max(bisect.bisect_right(starts, w.char_start) - 1, 0) for w in words]
+
+
+def _group_word_segments(
+    segments: list[dict[str, Any]], known: list[_Word], language: str
+) -> list[_Placed | None] | None:
+    """whisperx's word segments regrouped to our words: one each, or one per character for languages
+    whisperx aligns without spaces. None when the counts disagree."""
+    from whisperx.alignment import LANGUAGES_WITHOUT_SPACES
+
+    sizes = [len(w.clean) if language in LANGUAGES_WITHOUT_SPACES else 1 for w in known]
+    if sum(sizes) != len(segments):
+        return None
+    out: list[_Placed | None] = []
+    pos = 0
+    for size in sizes:
+        group = segments[pos : pos + size]
+        pos += size
+        starts = [float(g["start"]) for g in group if "start" in g and np.isfinite(g["start"])]
+        ends = [float(g["end"]) for g in group if "end" in g and np.isfinite(g["end"])]
+        scores = [float(g["score"]) for g in group if "score" in g and np.isfinite(g["score"])]
+        if not starts or not ends:
+            out.append(None)
+            continue
+        out.append(_Placed(min(starts), max(ends), round(sum(scores) / len(scores), 3) if scores else None))
+    return out
+
+
+def _finish(
+    words: list[_Word], placed: list[_Placed | None], owner: list[int], spans: list[_Chunk], duration: float
+) -> list[WordTiming]:
+    """Clamp placed words into their chunk and after their predecessor; interpolate the rest by length."""
+    n = len(words)
+    times: list[_Placed] = []
+    interpolated: list[bool] = []
+    last_end = 0.0
+    i = 0
+    while i < n:
+        span = spans[owner[i]]
+        lo = max(span.start, last_end)
+        hi = max(span.end, lo)
+        p = placed[i]
+        if p is not None:
+            start = min(max(p.start, lo), hi)
+            end = min(max(p.end, start), hi)
+            times.append(_Placed(start, end, p.score))
+            interpolated.append(False)
+            last_end = end
+            i += 1
+            continue
+        # a run of unplaced words inside one chunk, up to the next placed word of that chunk
+        j = i
+        while j < n and placed[j] is None and owner[j] == owner[i]:
+            j += 1
+        has_left = i > 0 and owner[i - 1] == owner[i]
+        nxt = placed[j] if j < n and owner[j] == owner[i] else None
+        right = min(max(nxt.start, lo), hi) if nxt is not None else hi
+        weights = [len(w.text) for w in words[i:j]]
+        need = MIN_INTERPOLATED_SECONDS * len(weights)
+        if right - lo < need and has_left:
+            prev = times[-1]  # no gap: take room from the previous word's end, at most its second half
+            new_lo = max(prev.start + (prev.end - prev.start) / 2, right - need)
+            if new_lo < lo:
+                prev.end = lo = new_lo
+        if right - lo < need and nxt is not None:
+            # still none: take it from the next word's start, at most its first half
+            right = max(right, min(max(nxt.start, lo) + max(nxt.end - nxt.start, 0.0) / 2, lo + need, hi))
+            placed[j] = _Placed(right, max(nxt.end, right), nxt.score)
+        cap = MAX_INTERPOLATED_SECONDS_PER_CHAR * sum(weights)
+        if right - lo > cap and has_left != (nxt is not None):
+            # bounded on one side only: stay next to that neighbour instead of spreading over a pause
+            lo, right = (lo, lo + cap) if has_left else (right - cap, right)
+        total = float(sum(weights))
+        t = lo
+        for w in weights:
+            end = t + (right - lo) * w / total
+            times.append(_Placed(t, end, None))
+            interpolated.append(True)
+            t = end
+        last_end = right
+        i = j
+    return [
+        WordTiming(
+            word=w.text,
+            start=min(round(t.start, 3), duration),
+            end=min(round(t.end, 3), duration),
+            score=t.score,
+            interpolated=flag,
+        )
+        for w, t, flag in zip(words, times, interpolated, strict=True)
+    ]
