@@ -1,23 +1,74 @@
 """The voice library: reference clips and their transcripts, kept in storage.
 
-    voices/<name>.wav    the reference audio
-    voices/<name>.json   sidecar: {"ref_text": ..., ...}
+    voices/<name>.wav    the reference audio: mono 24 kHz PCM-16, at most 12 s
+    voices/<name>.json   sidecar: {"name", "ref_text", "language", "duration", "sample_rate",
+                         "sha256" (of the .wav), "created" (ISO 8601 UTC), "trimmed_from"}
     voices/<name>.txt    transcript in the original API's layout (read when there is no sidecar)
 
-`default` (no voice given) is the English clip that ships with f5_tts.
+`default` (no voice given) is the English clip that ships with f5_tts; the name is reserved.
+
+Operations (`VoiceLibrary`): `get(name)`, `upload(...)`, `list(limit, cursor)`,
+`info(name)`, `delete(name)`, `cache_key(name)`.
+
+`upload` validates and converts the clip (mono, 24 kHz) and trims it to at most
+12 s at the last pause before 12 s (a hard cut with a short fade when there is
+no pause). A trimmed clip no longer matches a transcript given for the whole
+clip, so it is transcribed again with `transcribe` when one is given, else
+refused. The sidecar is the commit marker: a replaced voice's sidecar/.txt is
+removed first, the audio is written, then the sidecar; if the sidecar cannot be
+written the audio is deleted. A failed upload therefore never leaves a voice
+that looks usable with the wrong text.
+
+`ReferenceCache` is a per-worker LRU of prepared references bounded by entry
+count (`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about
+1.2 MB of float32 on the model's device, so the default holds about 20 MB).
+Keys come from `reference_key(audio_sha256, ref_text)`; for library voices
+`cache_key(name)` computes it from the sidecar alone, so a warm job skips the
+audio download and the decode/resample/normalise step.
+
+Seed import: a directory in the original API's layout (`Voices/<name>.wav` +
+`<name>.txt`) goes into the configured storage with
+
+    python -m tts_worker.voices import Voices/ [--replace] [--language en]
+
+(`import_seed()` in code). Storage comes from the environment as for the
+worker (`S3_BUCKET`... or `STORAGE_DIR`). Clips longer than 12 s need a
+transcriber, which the command has not: they are reported and skipped.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import hashlib
 import json
-from dataclasses import dataclass
+import logging
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-from tts_worker import tts
-from tts_worker.errors import VoiceNotFound
+import numpy as np
+
+from tts_worker import audio, tts
+from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound, WorkerError
+from tts_worker.schemas import voice_name
 from tts_worker.storage import Storage
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_VOICE = "default"
 PREFIX = "voices/"
+MAX_REFERENCE_SECONDS = 12.0
+MAX_REF_TEXT_CHARS = 1000
+SIDECAR_VERSION = 1
+
+Transcriber = Callable[[np.ndarray, int], str]
+"""(mono float32 samples at 24 kHz, sample rate) -> transcript."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,13 +78,169 @@ class Voice:
     ref_text: str
 
 
+@dataclass(frozen=True)
+class VoiceInfo:
+    """A library voice's metadata (what list/upload answer). Fields are None for a seed-layout voice
+    that has only a .txt transcript."""
+
+    name: str
+    ref_text: str
+    language: str | None = None
+    duration: float | None = None
+    sample_rate: int | None = None
+    sha256: str | None = None
+    created: str | None = None
+    trimmed_from: float | None = None  # the uploaded clip's duration, when it was trimmed
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VoicePage:
+    voices: list[VoiceInfo]
+    next_cursor: str | None  # pass back as `cursor` for the next page; None on the last page
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # file name -> error message
+
+
 def audio_key(name: str) -> str:
     return f"{PREFIX}{name}.wav"
 
 
+def sidecar_key(name: str) -> str:
+    return f"{PREFIX}{name}.json"
+
+
+def text_key(name: str) -> str:
+    return f"{PREFIX}{name}.txt"
+
+
+def checked_name(name: object, field: str = "voice_name") -> str:
+    """A valid library name (the job boundary's rule, `schemas.voice_name`), or InvalidInput naming `field`."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"{field}: should be a string")
+    try:
+        checked = voice_name(name)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
+    if checked.lower() == DEFAULT_VOICE:
+        raise InvalidInput(f"{field}: {DEFAULT_VOICE!r} is the built-in voice's name and cannot be uploaded")
+    return checked
+
+
+def reference_key(audio_sha256: str, ref_text: str) -> str:
+    """Cache key of a prepared reference: the audio's content hash and the text it is prepared with."""
+    text = hashlib.sha256(" ".join(ref_text.split()).encode("utf-8")).hexdigest()
+    return f"ref:{audio_sha256}:{text[:32]}"
+
+
+def trim_at_pause(
+    samples: np.ndarray,
+    rate: int,
+    max_seconds: float = MAX_REFERENCE_SECONDS,
+    *,
+    min_pause: float = 0.1,
+    min_keep: float | None = None,
+    threshold_db: float = 30.0,
+) -> np.ndarray:
+    """At most `max_seconds` of `samples`, cut inside the last pause that starts before the limit.
+
+    A pause is at least `min_pause` s of 10 ms frames `threshold_db` below the loudest frame. The cut
+    keeps up to 0.2 s of the pause. With no pause after `min_keep` s (default: a third of the limit),
+    it is a hard cut at the limit with a 20 ms fade-out.
+    """
+    limit = int(max_seconds * rate)
+    if len(samples) <= limit:
+        return samples
+    frame = max(1, rate // 100)
+    n = limit // frame
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    level = 20.0 * np.log10(np.maximum(np.sqrt(np.mean(frames * frames, axis=1)), 1e-10))
+    silent = level < level.max() - threshold_db
+    keep_frames = int((max_seconds / 3 if min_keep is None else min_keep) * 100)
+    min_frames = max(1, int(min_pause * 100))
+    cut = None
+    i = n - 1
+    while i >= 0:
+        if not silent[i]:
+            i -= 1
+            continue
+        end = i + 1
+        while i >= 0 and silent[i]:
+            i -= 1
+        start = i + 1
+        if end - start >= min_frames and start >= keep_frames:
+            cut = (start + min(20, (end - start) // 2)) * frame
+            break
+    if cut is not None:
+        return samples[:cut]
+    out = samples[:limit].copy()
+    fade = min(len(out), rate // 50)
+    out[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return out
+
+
+class ReferenceCache(Generic[T]):
+    """Least-recently-used prepared references, at most `max_entries` (0 disables). Thread-safe."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: str, value: T) -> None:
+        if self.max_entries == 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def get_or_create(self, key: str, create: Callable[[], T]) -> T:
+        """The cached value, or `create()` stored under `key` (not under the lock: creation may be slow)."""
+        value = self.get(key)
+        if value is None:
+            value = create()
+            self.put(key, value)
+        return value
+
+
 class VoiceLibrary:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        max_seconds: float = MAX_REFERENCE_SECONDS,
+        min_seconds: float = 1.0,
+        max_input_seconds: float = 300.0,
+    ) -> None:
         self._storage = storage
+        self.max_seconds = max_seconds
+        self.min_seconds = min_seconds
+        self.max_input_seconds = max_input_seconds
 
     def get(self, name: str | None) -> Voice:
         if name is None or name == DEFAULT_VOICE:
@@ -57,3 +264,219 @@ class VoiceLibrary:
         if not text.strip():
             raise VoiceNotFound(f"voice: {name!r} has no reference text in the library; upload it again with its text")
         return text.strip()
+
+    # -- metadata -------------------------------------------------------------------------------------
+
+    def info(self, name: str) -> VoiceInfo | None:
+        """Metadata of a stored voice (sidecar, else the seed layout's .txt), None when there is none."""
+        raw = self._storage.get(sidecar_key(name))
+        if raw is not None:
+            try:
+                meta = json.loads(raw)
+                return VoiceInfo(
+                    name=name,
+                    ref_text=str(meta["ref_text"]),
+                    language=meta.get("language"),
+                    duration=meta.get("duration"),
+                    sample_rate=meta.get("sample_rate"),
+                    sha256=meta.get("sha256"),
+                    created=meta.get("created"),
+                    trimmed_from=meta.get("trimmed_from"),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("voices: the sidecar of %s is unreadable", name)
+                return None
+        text = self._storage.get(text_key(name))
+        if text is None:
+            return None
+        return VoiceInfo(name=name, ref_text=text.decode("utf-8", errors="replace").strip())
+
+    def cache_key(self, name: str | None) -> str | None:
+        """`reference_key` of a library voice from its sidecar alone (no audio download), or None."""
+        if name is None or name == DEFAULT_VOICE:
+            return None
+        meta = self.info(name)
+        if meta is None or not meta.sha256 or not meta.ref_text:
+            return None
+        return reference_key(meta.sha256, meta.ref_text)
+
+    def _exists(self, name: str) -> bool:
+        return any(self._storage.exists(k) for k in (sidecar_key(name), audio_key(name), text_key(name)))
+
+    # -- upload ---------------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        name: str,
+        audio_bytes: bytes,
+        ref_text: str | None,
+        language: str | None = None,
+        *,
+        replace: bool = False,
+        transcribe: Transcriber | None = None,
+    ) -> VoiceInfo:
+        """Validate, convert and store a voice; see the module docstring for the rules."""
+        name = checked_name(name)
+        text = " ".join(ref_text.split()) if ref_text else ""
+        if len(text) > MAX_REF_TEXT_CHARS:
+            raise InvalidInput(f"ref_text: is {len(text)} characters long; the limit is {MAX_REF_TEXT_CHARS}")
+        existed = self._exists(name)
+        if existed and not replace:
+            raise InvalidInput(
+                f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it"
+            )
+
+        samples, rate = audio.decode(audio_bytes, field="voice_file")
+        seconds = len(samples) / rate
+        if seconds < self.min_seconds:
+            raise InvalidAudio(
+                f"voice_file: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed"
+            )
+        if seconds > self.max_input_seconds:
+            raise InvalidAudio(
+                f"voice_file: the clip is {seconds:.1f} s long; the limit is {self.max_input_seconds:g} s"
+            )
+        samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
+        if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < 1e-5:
+            raise InvalidAudio("voice_file: the clip is silent")
+        clip = trim_at_pause(samples, tts.SAMPLE_RATE, self.max_seconds)
+        trimmed = len(clip) < len(samples)
+        kept = len(clip) / tts.SAMPLE_RATE
+
+        if trimmed and text and transcribe is None:
+            raise InvalidInput(
+                f"ref_text: the clip was trimmed from {seconds:.1f} s to {kept:.1f} s at a pause (at most "
+                f"{self.max_seconds:g} s is used for cloning), so ref_text no longer matches the audio; "
+                f"upload a clip of at most {self.max_seconds:g} s with its text"
+            )
+        if trimmed or not text:
+            if transcribe is None:
+                raise InvalidInput("ref_text: is required: no speech recognition model is available to transcribe")
+            text = " ".join(transcribe(clip, tts.SAMPLE_RATE).split())
+            if not text:
+                raise InvalidAudio("voice_file: no speech was recognised in the clip; send its ref_text")
+            logger.info("voices: transcribed %s (%d characters)", name, len(text))
+
+        wav = audio.encode(clip, tts.SAMPLE_RATE, "wav")
+        info = VoiceInfo(
+            name=name,
+            ref_text=text,
+            language=language,
+            duration=round(kept, 3),
+            sample_rate=tts.SAMPLE_RATE,
+            sha256=hashlib.sha256(wav).hexdigest(),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            trimmed_from=round(seconds, 3) if trimmed else None,
+        )
+        self._write(info, wav, existed)
+        logger.info("voices: stored %s (%.1f s%s)", name, kept, ", trimmed" if trimmed else "")
+        return info
+
+    def _write(self, info: VoiceInfo, wav: bytes, existed: bool) -> None:
+        name = info.name
+        if existed:
+            # Unpublish the old voice first: old text must never pair with new audio.
+            self._storage.delete_many([sidecar_key(name), text_key(name)])
+        sidecar = json.dumps({"version": SIDECAR_VERSION, **info.as_dict()}, ensure_ascii=False, indent=1)
+        self._storage.put(audio_key(name), wav, "audio/wav")
+        try:
+            self._storage.put(sidecar_key(name), sidecar.encode("utf-8"), "application/json")
+        except BaseException:
+            try:
+                self._storage.delete(audio_key(name))
+            except StorageError:
+                logger.error("voices: %s has audio but no sidecar; it is not usable until uploaded again", name)
+            raise
+
+    # -- list and delete ------------------------------------------------------------------------------
+
+    def list(self, limit: int = 50, cursor: str | None = None) -> VoicePage:
+        """Voices sorted by name, `limit` per page, after `cursor` (the previous page's `next_cursor`)."""
+        if not 1 <= limit <= 200:
+            raise InvalidInput("limit: should be between 1 and 200")
+        if cursor is not None:
+            cursor = checked_name(cursor, field="cursor")
+        files: dict[str, set[str]] = {}
+        for obj in self._storage.list(PREFIX):
+            rest = obj.key[len(PREFIX) :]
+            stem, dot, ext = rest.rpartition(".")
+            if dot and "/" not in rest and ext in ("wav", "json", "txt"):
+                files.setdefault(stem, set()).add(ext)
+        # Usable = audio plus its text: a half-written upload (audio only) is not listed.
+        names = sorted(n for n, exts in files.items() if "wav" in exts and exts & {"json", "txt"})
+        if cursor is not None:
+            names = [n for n in names if n > cursor]
+        page = names[:limit]
+        voices = [info for n in page if (info := self.info(n)) is not None]
+        return VoicePage(voices, page[-1] if len(names) > limit else None)
+
+    def delete(self, name: str) -> None:
+        name = checked_name(name)
+        if not self._exists(name):
+            raise VoiceNotFound(f"voice_name: no voice named {name!r} in the library")
+        # The sidecar/.txt first: once gone the voice is unusable, whatever happens next.
+        for key in (sidecar_key(name), text_key(name), audio_key(name)):
+            self._storage.delete(key)
+        logger.info("voices: deleted %s", name)
+
+
+def import_seed(
+    library: VoiceLibrary,
+    directory: Path,
+    *,
+    replace: bool = False,
+    language: str | None = None,
+    transcribe: Transcriber | None = None,
+) -> ImportReport:
+    """Upload every `<name>.wav` (+ `<name>.txt`) in `directory`; one voice's failure doesn't stop the rest."""
+    if not directory.is_dir():
+        raise InvalidInput(f"directory: {directory} is not a directory")
+    report = ImportReport()
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".wav" and p.is_file()):
+        text_path = path.with_suffix(".txt")
+        text = text_path.read_text(encoding="utf-8").strip() if text_path.is_file() else None
+        try:
+            library.upload(path.stem, path.read_bytes(), text, language, replace=replace, transcribe=transcribe)
+        except WorkerError as exc:
+            report.failed[path.name] = exc.message
+            logger.warning("voices: %s not imported: %s", path.name, exc.message)
+        else:
+            report.imported.append(path.stem)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tts_worker.voices import DIR`: exit 0 when every voice was imported, 1 otherwise."""
+    from tts_worker import log
+    from tts_worker.settings import Settings
+    from tts_worker.storage import open_storage
+
+    parser = argparse.ArgumentParser(prog="python -m tts_worker.voices", description="Manage the voice library.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    imp = commands.add_parser("import", help="import a seed directory of <name>.wav + <name>.txt")
+    imp.add_argument("directory", type=Path)
+    imp.add_argument("--replace", action="store_true", help="overwrite voices that already exist")
+    imp.add_argument("--language", default=None, help="language recorded for every imported voice")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    log.configure(settings.log_level)
+    library = VoiceLibrary(
+        open_storage(settings),
+        max_seconds=settings.max_reference_seconds,
+        min_seconds=settings.min_audio_seconds,
+        max_input_seconds=settings.max_audio_seconds,
+    )
+    try:
+        report = import_seed(library, args.directory, replace=args.replace, language=args.language)
+    except WorkerError as exc:
+        logger.error("voices: %s", exc.message)
+        return 1
+    logger.info("voices: imported %d: %s", len(report.imported), ", ".join(report.imported) or "-")
+    for file, message in report.failed.items():
+        logger.error("voices: %s failed: %s", file, message)
+    return 0 if not report.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
