@@ -58,7 +58,8 @@ from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNot
 from tts_worker.schemas import voice_name
 from tts_worker.storage import Storage
 
-logger = logging.getLogger(__name__)
+# Named for the module also when run as `python -m tts_worker.voices`, so the package's log level applies.
+logger = logging.getLogger("tts_worker.voices")
 
 DEFAULT_VOICE = "default"
 PREFIX = "voices/"
@@ -473,9 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("voices: %s", exc.message)
         return 1
     logger.info("voices: imported %d: %s", len(report.imported), ", ".join(report.imported) or "-")
-    for file, message in report.failed.items():
-        logger.error("voices: %s failed: %s", file, message)
-    return 0 if not report.failed else 1
+    if report.failed:  # each one was logged with its reason by import_seed
+        logger.error("voices: %d not imported: %s", len(report.failed), ", ".join(report.failed))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
