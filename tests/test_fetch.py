@@ -314,6 +314,15 @@ def test_a_name_resolving_to_any_private_address_is_refused():
     refused(unresolvable, "https://nowhere.example/voice.wav", "could not be resolved")
 
 
+def test_international_names_are_checked_in_their_ascii_form():
+    asked: list[str] = []
+    fetcher = Fetcher(settings(), resolver=lambda h, p: asked.append(h) or ["10.0.0.1"])
+    refused(fetcher, "https://bücher.example/voice.wav", r"xn--bcher-kva.example \(10.0.0.1\) is a private address")
+    assert asked == ["xn--bcher-kva.example"]
+    refused(fetcher, "https://api.localhost/voice.wav", "internal host name")
+    assert asked == ["xn--bcher-kva.example"]
+
+
 # -- redirects ----------------------------------------------------------------------------------------
 
 

@@ -246,10 +246,11 @@ class Fetcher:
             raise InvalidInput(f"{field}: a redirect from https:// to http:// is refused")
         if parsed.userinfo:
             raise InvalidInput(f"{field}: URLs with credentials (user:password@) are not accepted")
-        host = parsed.host.rstrip(".").lower()
+        # The ASCII (IDNA) form: what DNS, SNI and the certificate check see.
+        host = parsed.raw_host.decode("ascii").strip("[]").rstrip(".").lower()
         if not host:
             raise InvalidInput(f"{field}: the URL has no host")
-        if host in METADATA_HOSTNAMES or host.endswith(".internal") or host == "localhost":
+        if host in METADATA_HOSTNAMES or host == "localhost" or host.endswith((".internal", ".localhost")):
             raise InvalidInput(f"{field}: {host} is an internal host name; only public internet hosts can be fetched")
         port = parsed.port or (443 if scheme == "https" else 80)
         try:
