@@ -71,6 +71,18 @@ class SeaweedS3:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "weed.log"
 
+    @classmethod
+    def launch(cls, data_dir: Path, attempts: int = 3) -> SeaweedS3:
+        """A started server; new ports on each attempt, since another process may take a free port first."""
+        for attempt in range(attempts):
+            server = cls(data_dir / f"run{attempt}")
+            try:
+                return server.start()
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def start(self, timeout: float = 30.0) -> SeaweedS3:
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         argv = [
@@ -160,7 +172,7 @@ class SeaweedS3:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """One SeaweedFS for the session, with the bucket `tts-test`."""
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    server = SeaweedS3.launch(tmp_path_factory.mktemp("seaweed"))
     try:
         server.create_bucket(BUCKET)
         yield server

@@ -186,7 +186,7 @@ def test_a_failed_job_removes_what_it_wrote(storage: S3Storage):
 
 
 def test_server_stopped_mid_job_gives_a_storage_error_and_no_partial_object(tmp_path):
-    server = SeaweedS3(tmp_path).start()
+    server = SeaweedS3.launch(tmp_path)
     try:
         server.create_bucket(BUCKET)
         storage = S3Storage.from_settings(s3_settings(server, s3_multipart_threshold_mb=5, s3_max_attempts=2))
