@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """Bake the model directory the worker loads (layout: `tts_worker.manifest`).
 
+    python bake_models.py DIR          real weights from the Hugging Face hub at pinned revisions
+        [--model F5TTS_v1_Base|F5TTS_Base|E2TTS_Base] [--align-languages en,de,...]
+        [--asr-model Systran/faster-whisper-small|none] [--from MIRROR] [--pins FILE]
     python bake_models.py --tiny DIR   random-weight tiny models (tests, local trials; output is noise)
+
+Real weights: F5-TTS checkpoint + vocab, Vocos, whisperx aligners per language, NLTK punkt_tab and a
+faster-whisper model, each verified (hub ETag or pinned sha256) and listed with size and sha256.
+A rerun fetches nothing that is already there intact; an interrupted one resumes. `--from MIRROR`
+copies from a directory instead (`<repo>/<file>` for hub files, `<host>/<path>` for URLs). A token,
+where a repo needs one, comes from HF_TOKEN or the build secret /run/secrets/hf_token.
 
 Tiny models are built from the packages' own classes (f5_tts DiT/CFM, vocos
 Vocos), so the worker loads them through exactly the code that loads real
@@ -11,12 +20,23 @@ weights. The manifest is written last: a directory with a manifest is complete.
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import importlib.util
+import json
 import logging
+import os
+import re
 import shutil
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tts_worker import manifest as mf
 
@@ -279,6 +299,522 @@ def bake_tiny(out: Path) -> mf.Manifest:
     return mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=components, files=written)
 
 
+# --- Real weights ------------------------------------------------------------------------------
+# Every source is pinned: hub files by commit hash (content-addressed; each download is checked
+# against the hub's ETag: sha256 for LFS files, git blob sha1 for small ones), plain URLs by sha256.
+# `--pins FILE` (JSON, same shape, merged over these) points a fork or a test at other sources.
+PINS: dict[str, Any] = {
+    "tts": {
+        "F5TTS_v1_Base": {
+            "repo": "SWivid/F5-TTS",
+            "revision": "84e5a410d9cead4de2f847e7c9369a6440bdfaca",
+            "checkpoint": "F5TTS_v1_Base/model_1250000.safetensors",
+            "vocab": "F5TTS_v1_Base/vocab.txt",
+        },
+        "F5TTS_Base": {
+            "repo": "SWivid/F5-TTS",
+            "revision": "84e5a410d9cead4de2f847e7c9369a6440bdfaca",
+            "checkpoint": "F5TTS_Base/model_1200000.safetensors",
+            "vocab": "F5TTS_Base/vocab.txt",
+        },
+        "E2TTS_Base": {
+            "repo": "SWivid/E2-TTS",
+            # No commit hash could be confirmed offline: a branch name, not a pin. The commit it
+            # resolves to is recorded in the manifest; replace this with it after the first bake.
+            "revision": "main",
+            "checkpoint": "E2TTS_Base/model_1200000.safetensors",
+            "vocab": None,  # f5_tts's packaged vocab.txt, as f5_tts's own E2 loader uses
+        },
+    },
+    "vocoder": {
+        "repo": "charactr/vocos-mel-24khz",
+        "revision": "0feb3fdd929bcd6649e0e7c5a688cf7dd012ef21",
+        "files": ["config.yaml", "pytorch_model.bin"],
+    },
+    # faster-whisper (CTranslate2) repos -> commit; an unlisted repo is fetched at `main` with a warning.
+    "asr": {
+        "Systran/faster-whisper-small": "536b0662742c02347bc0e980a01041f333bce120",
+        "Systran/faster-whisper-tiny": "d90ca5fe260221311c53c58e660288d3deb8d356",
+    },
+    # whisperx's Hugging Face alignment repos (DEFAULT_ALIGN_MODELS_HF) -> commit; default `main`.
+    "align_hf": {},
+    # whisperx's torchaudio alignment bundles (en, fr, de, es, it): file name -> sha256 (None: recorded, not checked).
+    "torchaudio": {
+        "base_url": "https://download.pytorch.org/torchaudio/models",
+        "sha256": {
+            "wav2vec2_fairseq_base_ls960_asr_ls960.pth": (
+                "488fd4f16de84438ffc945334278c1b9fb9b7159a806c1080b16111a958c945d"
+            )
+        },
+    },
+    "nltk": {
+        "url": "https://raw.githubusercontent.com/nltk/nltk_data/4f15a3d89eefe9748ec1c05be495d91289197155"
+        "/packages/tokenizers/punkt_tab.zip",
+        "sha256": "e57f64187974277726a3417ca6f181ec5403676c717672eef6a748a7b20e0106",
+    },
+}
+
+# whisperx's torchaudio bundles and their weight files (torchaudio's `bundle._path`; checked by a test).
+TORCHAUDIO_FILES = {
+    "WAV2VEC2_ASR_BASE_960H": "wav2vec2_fairseq_base_ls960_asr_ls960.pth",
+    "VOXPOPULI_ASR_BASE_10K_DE": "wav2vec2_voxpopuli_base_10k_asr_de.pt",
+    "VOXPOPULI_ASR_BASE_10K_ES": "wav2vec2_voxpopuli_base_10k_asr_es.pt",
+    "VOXPOPULI_ASR_BASE_10K_FR": "wav2vec2_voxpopuli_base_10k_asr_fr.pt",
+    "VOXPOPULI_ASR_BASE_10K_IT": "wav2vec2_voxpopuli_base_10k_asr_it.pt",
+}
+ASR_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
+ASR_OPTIONAL_FILES = ("preprocessor_config.json",)
+ALIGN_HF_FILES = ("config.json", "preprocessor_config.json", "vocab.json")
+ALIGN_HF_OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+ALIGN_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the first one the repo has
+HF_TOKEN_SECRET = Path("/run/secrets/hf_token")  # `RUN --mount=type=secret,id=hf_token`
+STATE_NAME = ".bake-state.json"  # what each file was fetched from, with size and sha256: makes reruns no-ops
+STAGING_NAME = ".bake-staging"
+PROGRESS_STEP = 0.1
+
+
+class BakeError(Exception):
+    """A source that could not be fetched or verified; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file to fetch into MODEL_DIR/`dest`: from a hub repo at a revision, or from a URL."""
+
+    dest: str
+    repo: str | None = None
+    revision: str | None = None
+    filename: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    optional: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"hub:{self.repo}@{self.revision}/{self.filename}" if self.repo else f"url:{self.url}"
+
+    @property
+    def mirror_path(self) -> str:
+        """Where `--from MIRROR` looks: `<repo>/<file>` (as `hf download --local-dir MIRROR/<repo>`)
+        or `<host>/<path>` (as `wget -x`)."""
+        if self.repo:
+            return f"{self.repo}/{self.filename}"
+        parsed = urllib.parse.urlsplit(str(self.url))
+        return f"{parsed.netloc}{parsed.path}"
+
+
+def load_pins(path: Path | None) -> dict[str, Any]:
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    return merge(PINS, json.loads(path.read_text())) if path else PINS
+
+
+def hf_token() -> str | None:
+    """From the environment or a build secret; never an argument, never logged."""
+    token = os.environ.get("HF_TOKEN")
+    if not token and HF_TOKEN_SECRET.is_file():
+        token = HF_TOKEN_SECRET.read_text().strip()
+    return token or None
+
+
+def git_blob_sha1(path: Path) -> str:
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Fetcher:
+    """Fetches `Remote`s into a model directory: from the hub (huggingface_hub), a URL, or a mirror
+    directory. A file already there with the recorded source, size and sha256 is not fetched again;
+    a partial download is resumed (huggingface_hub's `.incomplete`, a URL's `.part` + Range)."""
+
+    def __init__(self, out: Path, *, mirror: Path | None = None) -> None:
+        self.out = out
+        self.mirror = mirror
+        self.staging = out / STAGING_NAME
+        self.state_path = out / STATE_NAME
+        self.state: dict[str, dict[str, Any]] = (
+            json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        )
+        self.fetched: list[str] = []
+        self.skipped: list[str] = []
+        self.commits: dict[str, str] = {}  # "repo@revision" -> the commit it resolved to
+        self.warned: set[str] = set()
+
+    def is_current(self, key: str, dests: list[str]) -> bool:
+        for dest in dests:
+            entry, path = self.state.get(dest), self.out / dest
+            if not entry or entry.get("source") != key or not path.is_file():
+                return False
+            if path.stat().st_size != entry["size"] or mf.sha256_file(path) != entry["sha256"]:
+                log.warning("%s: differs from what was baked (corrupt or replaced); fetching it again", dest)
+                return False
+        return True
+
+    def record(self, key: str, dest: str, **extra: Any) -> None:
+        path = self.out / dest
+        self.state[dest] = {"source": key, "size": path.stat().st_size, "sha256": mf.sha256_file(path), **extra}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.state_path)
+
+    def get(self, remote: Remote) -> bool:
+        """Fetch one file; False when an optional file does not exist at the source."""
+        if self.is_current(remote.key, [remote.dest]):
+            self.skipped.append(remote.dest)
+            if remote.repo and "commit" in self.state[remote.dest]:
+                self.commits[f"{remote.repo}@{remote.revision}"] = self.state[remote.dest]["commit"]
+            return True
+        if remote.repo and remote.repo not in self.warned and not re.fullmatch(r"[0-9a-f]{40}", str(remote.revision)):
+            self.warned.add(remote.repo)
+            log.warning(
+                "%s: revision %r is a branch, not a commit; the manifest records the commit it resolved to",
+                remote.repo,
+                remote.revision,
+            )
+        target = self.out / remote.dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.mirror is not None:
+            fetched = self._from_mirror(remote)
+            commit = remote.revision
+        elif remote.repo:
+            fetched, commit = self._from_hub(remote)
+        else:
+            fetched, commit = self._from_url(remote), None
+        if fetched is None:
+            return False
+        if remote.sha256 and mf.sha256_file(fetched) != remote.sha256:
+            fetched.unlink()
+            raise BakeError(f"{remote.key}: sha256 differs from the pinned {remote.sha256[:12]}...; not installed")
+        fetched.replace(target)
+        self.record(remote.key, remote.dest, **({"commit": commit} if commit else {}))
+        if remote.repo and commit:
+            self.commits[f"{remote.repo}@{remote.revision}"] = commit
+        self.fetched.append(remote.dest)
+        return True
+
+    def _from_mirror(self, remote: Remote) -> Path | None:
+        assert self.mirror is not None
+        src = self.mirror / remote.mirror_path
+        if not src.is_file():
+            if remote.optional:
+                return None
+            raise BakeError(f"{remote.key}: not in the mirror (looked for {src})")
+        tmp = self.staging / "mirror" / remote.dest
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        log.info("copying %s (%.1f MB) from %s", remote.dest, src.stat().st_size / 1e6, src)
+        shutil.copyfile(src, tmp)
+        return tmp
+
+    def _from_hub(self, remote: Remote) -> tuple[Path | None, str | None]:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+        assert remote.repo and remote.filename and remote.revision
+        token = hf_token()
+        try:
+            meta = get_hf_file_metadata(hf_hub_url(remote.repo, remote.filename, revision=remote.revision), token=token)
+            log.info(
+                "downloading %s/%s@%s (%.1f MB)",
+                remote.repo,
+                remote.filename,
+                remote.revision[:12],
+                (meta.size or 0) / 1e6,
+            )
+            path = Path(
+                hf_hub_download(
+                    remote.repo,
+                    remote.filename,
+                    revision=remote.revision,
+                    local_dir=self.staging / "hub" / remote.repo,
+                    token=token,
+                )
+            )
+        except EntryNotFoundError as exc:
+            if remote.optional:
+                return None, None
+            raise BakeError(f"{remote.key}: no such file at that revision") from exc
+        except (GatedRepoError, RepositoryNotFoundError) as exc:
+            raise BakeError(
+                f"{remote.key}: repository not found or gated; accept its terms on huggingface.co and provide "
+                "a token (HF_TOKEN in the environment, or the build secret `hf_token`)"
+            ) from exc
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise BakeError(f"{remote.key}: download failed ({exc.__class__.__name__}: {exc})") from exc
+        if re.fullmatch(r"[0-9a-f]{40}", remote.revision) and meta.commit_hash != remote.revision:
+            raise BakeError(f"{remote.key}: the hub answered for commit {meta.commit_hash}, not the pinned one")
+        etag = (meta.etag or "").lower()
+        if meta.size is not None and path.stat().st_size != meta.size:
+            raise BakeError(f"{remote.key}: {path.stat().st_size} bytes, the hub says {meta.size}")
+        if re.fullmatch(r"[0-9a-f]{64}", etag):
+            ok = mf.sha256_file(path) == etag
+        elif re.fullmatch(r"[0-9a-f]{40}", etag):
+            ok = git_blob_sha1(path) == etag
+        else:
+            ok = True
+            log.warning("%s: the hub sent no checksum ETag; size checked only", remote.key)
+        if not ok:
+            path.unlink()
+            raise BakeError(f"{remote.key}: checksum differs from the hub's ETag {etag[:12]}...; not installed")
+        return path, meta.commit_hash
+
+    def _from_url(self, remote: Remote) -> Path:
+        assert remote.url
+        if not remote.url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise BakeError(f"{remote.url}: only https sources are fetched")
+        part = self.staging / "url" / (remote.dest + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        request = urllib.request.Request(remote.url, headers=headers)  # noqa: S310 (scheme checked above)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                if have and response.status != 206:
+                    have = 0  # the server ignored Range: start over
+                total = have + int(response.headers.get("Content-Length", 0))
+                log.info("downloading %s (%.1f MB)%s", remote.url, total / 1e6, f", resuming at {have}" if have else "")
+                shown = 0.0
+                with part.open("ab" if have else "wb") as f:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        f.write(block)
+                        have += len(block)
+                        if total and have / total >= shown + PROGRESS_STEP:
+                            shown = have / total
+                            log.info("  %s: %3.0f%%", remote.dest, 100 * shown)
+        except (urllib.error.URLError, OSError) as exc:
+            raise BakeError(f"{remote.url}: download failed ({exc}); rerun to resume") from exc
+        return part
+
+    def finish(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def tts_remotes(pins: dict[str, Any], model: str) -> list[Remote]:
+    pin = pins["tts"][model]
+    remotes = [Remote(mf.TTS_CHECKPOINT, pin["repo"], pin["revision"], pin["checkpoint"])]
+    if pin.get("vocab"):
+        remotes.append(Remote(mf.TTS_VOCAB, pin["repo"], pin["revision"], pin["vocab"]))
+    return remotes
+
+
+def vocoder_remotes(pins: dict[str, Any]) -> list[Remote]:
+    pin = pins["vocoder"]
+    return [Remote(f"{mf.VOCODER_DIR}/{name}", pin["repo"], pin["revision"], name) for name in pin["files"]]
+
+
+def asr_dir_name(repo: str) -> str:
+    return repo.rsplit("/", 1)[-1].removeprefix("faster-whisper-")
+
+
+def asr_remotes(pins: dict[str, Any], repo: str) -> list[Remote]:
+    revision = pins["asr"].get(repo, "main")
+    base = f"{mf.ASR_DIR}/{asr_dir_name(repo)}"
+    return [Remote(f"{base}/{name}", repo, revision, name) for name in ASR_FILES] + [
+        Remote(f"{base}/{name}", repo, revision, name, optional=True) for name in ASR_OPTIONAL_FILES
+    ]
+
+
+def whisperx_table(module: str, name: str) -> dict[str, str]:
+    """A literal table from whisperx's source, read without importing whisperx (that takes ~15 s)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            table: dict[str, str] = ast.literal_eval(node.value)
+            return table
+    raise BakeError(f"{module}.{name} not found: is this the whisperx version in requirements.lock?")
+
+
+def align_plan(pins: dict[str, Any], lang: str) -> tuple[dict[str, Any], list[list[Remote]]]:
+    """The component entry for one alignment language and its files (groups of alternatives)."""
+    torch_models = whisperx_table("whisperx.alignment", "DEFAULT_ALIGN_MODELS_TORCH")
+    hf_models = whisperx_table("whisperx.alignment", "DEFAULT_ALIGN_MODELS_HF")
+    base = f"{mf.ALIGN_DIR}/{lang}"
+    if lang in torch_models:
+        bundle = torch_models[lang]
+        name = TORCHAUDIO_FILES[bundle]
+        url = f"{pins['torchaudio']['base_url'].rstrip('/')}/{name}"
+        remote = Remote(f"{base}/{name}", url=url, sha256=pins["torchaudio"]["sha256"].get(name))
+        return {"dir": base, "format": "torchaudio", "bundle": bundle, "url": url}, [[remote]]
+    if lang in hf_models:
+        repo = hf_models[lang]
+        rev = pins["align_hf"].get(repo, "main")
+        groups = [[Remote(f"{base}/{n}", repo, rev, n)] for n in ALIGN_HF_FILES]
+        groups += [[Remote(f"{base}/{n}", repo, rev, n, optional=True)] for n in ALIGN_HF_OPTIONAL_FILES]
+        groups.append([Remote(f"{base}/{n}", repo, rev, n, optional=True) for n in ALIGN_HF_WEIGHTS])
+        return {"dir": base, "format": "huggingface", "repo": repo, "revision": rev}, groups
+    known = sorted({*torch_models, *hf_models})
+    raise BakeError(f"no whisperx alignment model for language {lang!r}; known: {', '.join(known)}")
+
+
+def fetch_group(fetcher: Fetcher, group: list[Remote]) -> list[str]:
+    """Fetch the first available file of a group of alternatives; all-optional groups may yield none."""
+    for remote in group:
+        if fetcher.get(remote):
+            return [remote.dest]
+    if len(group) > 1:
+        raise BakeError(f"none of {', '.join(r.key for r in group)} exists")
+    return []
+
+
+def bake_punkt_tab(fetcher: Fetcher, pins: dict[str, Any], languages: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """NLTK punkt_tab for the given punkt languages, unpacked as `nltk_data/tokenizers/punkt_tab/<language>/`."""
+
+    pin = pins["nltk"]
+    key = f"url:{pin['url']}#" + ",".join(languages)
+    zip_remote = Remote(f"{STAGING_NAME}/punkt_tab.zip", url=pin["url"], sha256=pin.get("sha256"))
+    source = mf.Source(kind="url", files=[pin["url"]])
+    entry = {"dir": mf.NLTK_DATA_DIR, "punkt_tab": languages, "source": source.model_dump()}
+    recorded = [d for d, e in fetcher.state.items() if e.get("source") == key]
+    if recorded and fetcher.is_current(key, recorded):
+        fetcher.skipped += recorded
+        return entry, recorded
+    if not fetcher.get(zip_remote):
+        raise BakeError(f"{pin['url']}: not found")
+    archive = fetcher.out / zip_remote.dest
+    wanted = (*(f"punkt_tab/{lang}/" for lang in languages), "punkt_tab/README")
+    written = []
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not name.startswith(wanted):
+                continue
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise BakeError(f"{pin['url']}: unsafe path {name!r} in the archive")
+            dest = f"{mf.NLTK_DATA_DIR}/tokenizers/{name}"
+            (fetcher.out / dest).parent.mkdir(parents=True, exist_ok=True)
+            (fetcher.out / dest).write_bytes(zf.read(info))
+            fetcher.record(key, dest)
+            written.append(dest)
+    fetcher.state.pop(zip_remote.dest, None)
+    prefix = f"{mf.NLTK_DATA_DIR}/tokenizers/punkt_tab/"
+    missing = [lang for lang in languages if not any(w.startswith(f"{prefix}{lang}/") for w in written)]
+    if missing:
+        raise BakeError(f"{pin['url']}: no punkt_tab data for {', '.join(missing)}")
+    return entry, written
+
+
+def packaged_arch(model: str) -> tuple[str, dict[str, Any], str]:
+    """Backbone, arch and mel type of a model, from the f5_tts package's own config (what it was trained with)."""
+    import yaml
+
+    cfg = yaml.safe_load(files("f5_tts").joinpath(f"configs/{model}.yaml").read_text())["model"]
+    return cfg["backbone"], dict(cfg["arch"]), cfg["mel_spec"]["mel_spec_type"]
+
+
+def bake_real(
+    out: Path,
+    *,
+    model: str,
+    align_languages: list[str],
+    asr_repo: str | None,
+    mirror: Path | None = None,
+    pins: dict[str, Any] = PINS,
+) -> mf.Manifest:
+    """Fetch pinned real weights into the manifest layout; the manifest is written last.
+
+    Component entries are plain dicts in `tts_worker.alignment`'s spec shapes (tests validate them with it):
+    importing it here would make the image's bake stage depend on the worker's code."""
+
+    if model not in pins["tts"]:
+        raise BakeError(f"unknown model {model!r}; choose one of {', '.join(pins['tts'])}")
+    from huggingface_hub import constants as hf_constants
+
+    if mirror is None and hf_constants.HF_HUB_OFFLINE:
+        raise BakeError(
+            "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to bake from the hub, or bake --from a mirror"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
+    fetcher = Fetcher(out, mirror=mirror)
+    kind = "mirror" if mirror else "hub"
+
+    def commit(repo: str, revision: str) -> str:
+        return fetcher.commits.get(f"{repo}@{revision}", revision)
+
+    written: list[str] = []
+    tts_pin = pins["tts"][model]
+    for remote in tts_remotes(pins, model):
+        fetcher.get(remote)
+        written.append(remote.dest)
+    tts_files = [tts_pin["checkpoint"]]
+    if not tts_pin.get("vocab"):
+        shutil.copyfile(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), out / mf.TTS_VOCAB)
+        written.append(mf.TTS_VOCAB)
+        tts_files.append("f5_tts:infer/examples/vocab.txt")
+    else:
+        tts_files.append(tts_pin["vocab"])
+    backbone, arch, mel_type = packaged_arch(model)
+    tts = mf.TTSSpec(
+        name=model,
+        backbone=backbone,
+        arch=arch,
+        mel_spec_type=mel_type,
+        source=mf.Source(
+            kind=kind, repo=tts_pin["repo"], revision=commit(tts_pin["repo"], tts_pin["revision"]), files=tts_files
+        ),
+    )
+
+    voc_pin = pins["vocoder"]
+    for remote in vocoder_remotes(pins):
+        fetcher.get(remote)
+        written.append(remote.dest)
+    vocoder = mf.VocoderSpec(
+        source=mf.Source(
+            kind=kind,
+            repo=voc_pin["repo"],
+            revision=commit(voc_pin["repo"], voc_pin["revision"]),
+            files=list(voc_pin["files"]),
+        )
+    )
+
+    components: dict[str, Any] = {"align": {}}
+    for lang in align_languages:
+        entry, groups = align_plan(pins, lang)
+        got = [dest for group in groups for dest in fetch_group(fetcher, group)]
+        written += got
+        if entry["format"] == "torchaudio":
+            source = mf.Source(kind=kind if mirror else "url", files=[entry.pop("url")])
+        else:
+            repo, rev = entry.pop("repo"), entry.pop("revision")
+            source = mf.Source(
+                kind=kind, repo=repo, revision=commit(repo, rev), files=[d.rsplit("/", 1)[-1] for d in got]
+            )
+        components["align"][lang] = {"bundle": None, **entry, "source": source.model_dump()}
+
+    punkt_names = whisperx_table("whisperx.utils", "PUNKT_LANGUAGES")
+    punkt_languages = sorted({"english", *(punkt_names[lang] for lang in align_languages if lang in punkt_names)})
+    nltk_entry, nltk_files = bake_punkt_tab(fetcher, pins, punkt_languages)
+    components["nltk_data"] = nltk_entry
+    written += nltk_files
+
+    if asr_repo:
+        remotes = asr_remotes(pins, asr_repo)
+        got = [r.dest for r in remotes if fetcher.get(r)]
+        written += got
+        revision = pins["asr"].get(asr_repo, "main")
+        source = mf.Source(
+            kind=kind, repo=asr_repo, revision=commit(asr_repo, revision), files=[d.rsplit("/", 1)[-1] for d in got]
+        )
+        components["asr"] = {
+            "name": asr_dir_name(asr_repo),
+            "dir": f"{mf.ASR_DIR}/{asr_dir_name(asr_repo)}",
+            "multilingual": not asr_repo.endswith(".en"),
+            "compute_type": "default",
+            "source": source.model_dump(),
+        }
+
+    fetcher.finish()
+    log.info("fetched %d files, %d already present and verified", len(fetcher.fetched), len(fetcher.skipped))
+    return mf.write_manifest(out, tiny=False, tts=tts, vocoder=vocoder, components=components, files=written)
+
+
 def report(out: Path, manifest: mf.Manifest) -> None:
     total = sum(entry.size for entry in manifest.files.values())
     for rel, entry in manifest.files.items():
@@ -294,17 +830,41 @@ def report(out: Path, manifest: mf.Manifest) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--tiny", type=Path, metavar="DIR", required=True, help="write random-weight tiny models to DIR"
+    parser.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="bake real weights at pinned revisions")
+    parser.add_argument("--tiny", type=Path, metavar="DIR", help="write random-weight tiny models to DIR")
+    real = parser.add_argument_group("real weights")
+    real.add_argument("--model", default="F5TTS_v1_Base", help="F5TTS_v1_Base (default), F5TTS_Base or E2TTS_Base")
+    real.add_argument("--align-languages", default="en", metavar="LANGS", help="whisperx aligners, e.g. en,de,ja")
+    real.add_argument(
+        "--asr-model", default="Systran/faster-whisper-small", help="faster-whisper repo for uploads; 'none' to skip"
     )
+    real.add_argument("--from", dest="mirror", type=Path, metavar="MIRROR", help="copy from a mirror dir, not the hub")
+    real.add_argument("--pins", type=Path, metavar="FILE", help="JSON merged over the built-in PINS")
     args = parser.parse_args(argv)
+    if (args.dir is None) == (args.tiny is None):
+        parser.error("give DIR (real weights) or --tiny DIR (random tiny weights), not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    manifest = bake_tiny(args.tiny)
-    problems = mf.verify(args.tiny, manifest, checksums=True)
+    out: Path = args.tiny or args.dir
+    if args.tiny:
+        manifest = bake_tiny(out)
+    else:
+        try:
+            manifest = bake_real(
+                out,
+                model=args.model,
+                align_languages=[lang.strip() for lang in args.align_languages.split(",") if lang.strip()],
+                asr_repo=None if args.asr_model.lower() in {"", "none"} else args.asr_model,
+                mirror=args.mirror,
+                pins=load_pins(args.pins),
+            )
+        except BakeError as exc:
+            log.error("bake failed: %s", exc)
+            return 1
+    problems = mf.verify(out, manifest, checksums=True)
     if problems:
         log.error("verification failed: %s", "; ".join(problems))
         return 1
-    report(args.tiny, manifest)
+    report(out, manifest)
     return 0
 
 
