@@ -131,7 +131,9 @@ class _Placed:
 @dataclass(frozen=True)
 class _Chunk:
     char_start: int
-    start: float  # seconds
+    first: int  # samples [first, last) at the caller's rate
+    last: int
+    start: float  # the same in seconds
     end: float
 
 
@@ -201,13 +203,13 @@ class Aligner:
             return []
         spans = _chunk_spans(chunks, len(wave), sample_rate)
         owner = _assign_words(words, spans)
-        audio16 = _resample(wave, sample_rate)
-
         placed: list[_Placed | None] = [None] * len(words)
         for k, span in enumerate(spans):
             idx = [i for i, c in enumerate(owner) if c == k]
             if idx:
-                for i, p in zip(idx, self._align_chunk(loaded, audio16, span, [words[i] for i in idx]), strict=True):
+                for i, p in zip(
+                    idx, self._align_chunk(loaded, wave, sample_rate, span, [words[i] for i in idx]), strict=True
+                ):
                     placed[i] = p
         return _finish(words, placed, owner, spans, duration)
 
@@ -244,16 +246,16 @@ class Aligner:
             return self._aligners[language]
 
     def _align_chunk(
-        self, loaded: _LoadedAligner, audio16: np.ndarray, span: _Chunk, words: list[_Word]
+        self, loaded: _LoadedAligner, wave: np.ndarray, sample_rate: int, span: _Chunk, words: list[_Word]
     ) -> list[_Placed | None]:
-        """Place the chunk's alignable words inside the chunk; None for the rest (interpolated later)."""
+        """Place the chunk's alignable words inside the chunk; None for the rest (interpolated later).
+        Only the chunk's own samples reach the model, so a chunk's timings never depend on its neighbours."""
         import whisperx
 
         known = [w for w in words if w.clean]
-        a, b = round(span.start * ALIGN_SAMPLE_RATE), round(span.end * ALIGN_SAMPLE_RATE)
-        if not known or b <= a:
+        if not known or span.last <= span.first:
             return [None] * len(words)
-        segment = audio16[a:b]
+        segment = _resample(wave[span.first : span.last], sample_rate)
         transcript = [{"start": 0.0, "end": len(segment) / ALIGN_SAMPLE_RATE, "text": " ".join(w.clean for w in known)}]
         try:
             result = whisperx.align(transcript, loaded.model, loaded.metadata, segment, self.device)
@@ -368,12 +370,12 @@ def _clean(word: str, alignable: frozenset[str]) -> str:
 
 def _chunk_spans(chunks: list[tuple[int, int, int, int]], n_samples: int, sample_rate: int) -> list[_Chunk]:
     if not chunks:
-        return [_Chunk(char_start=0, start=0.0, end=n_samples / sample_rate)]
+        return [_Chunk(char_start=0, first=0, last=n_samples, start=0.0, end=n_samples / sample_rate)]
     spans = []
     for char_start, _char_end, start_sample, end_sample in sorted(chunks):
         a = min(max(int(start_sample), 0), n_samples)
         b = min(max(int(end_sample), a), n_samples)
-        spans.append(_Chunk(char_start=int(char_start), start=a / sample_rate, end=b / sample_rate))
+        spans.append(_Chunk(char_start=int(char_start), first=a, last=b, start=a / sample_rate, end=b / sample_rate))
     return spans
 
 
