@@ -202,3 +202,19 @@ def test_attention_backend_uses_the_images_flash_attn_only_where_it_runs(
     else:
         monkeypatch.setitem(sys.modules, "flash_attn", None)  # import raises ImportError
     assert tts._attention_backend(device) == expected
+
+
+def test_runpod_hub_files_have_the_shape_the_hub_reads_and_a_job_the_worker_accepts():
+    from tts_worker.schemas import Limits, SynthesizeRequest, parse_request
+
+    hub = json.loads((ROOT / ".runpod/hub.json").read_text())
+    assert {"title", "description", "type", "category", "config"} <= set(hub) and hub["type"] == "serverless"
+    config = hub["config"]
+    assert config["runsOn"] == "GPU" and config["gpuCount"] == 1 and config["containerDiskInGb"] >= 20
+    for env in config["env"]:
+        assert set(env) == {"key", "input"} and {"name", "type", "description"} <= set(env["input"])
+    tests = json.loads((ROOT / ".runpod/tests.json").read_text())
+    assert tests["config"]["gpuCount"] == 1 and tests["config"]["gpuTypeId"]
+    for case in tests["tests"]:
+        assert case["name"] and 0 < case["timeout"] <= 600_000
+        assert isinstance(parse_request(case["input"], Limits(max_text_chars=5000)), SynthesizeRequest)
