@@ -5,8 +5,10 @@
 no telemetry, no WebDAV/admin UI/Iceberg/Lance, no bucket auto-creation, with
 credentials, on free ports (each with its +10000 gRPC twin free too). It is ready
 when the S3 API answers a signed request. `stop()` sends SIGTERM, then SIGKILL
-after a grace period; `kill()` is an abrupt outage. `start()` again reuses the
-same ports and data directory, so a restarted server has the same objects.
+after a short grace period (weed mini often takes over 10 s to exit on SIGTERM
+alone); `kill()` is an abrupt outage. `start()` again reuses the same ports and
+data directory, so a restarted server has the same objects. `launch()` retries
+on fresh ports when another process takes one first.
 
 The fixtures at the bottom are imported by the test modules that need them
 (they belong in tests/conftest.py once it is shared).
@@ -125,7 +127,7 @@ class SeaweedS3:
                 raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout:.0f} s; see {self.log}")
             time.sleep(0.1)
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = 1.5) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
