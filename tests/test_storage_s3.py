@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -156,7 +157,8 @@ def test_get_exists_delete_and_list(storage: S3Storage):
         storage.put("../escape", b"x", "text/plain")
 
 
-def test_errors_name_the_operation_but_no_secret(s3_server: SeaweedS3):
+def test_errors_name_the_operation_but_no_secret(s3_server: SeaweedS3, caplog):
+    caplog.set_level(logging.DEBUG, logger="tts_worker")
     wrong = S3Storage.from_settings(s3_settings(s3_server, aws_secret_access_key="wrong-secret-abcdef"))
     with pytest.raises(StorageError) as caught:
         wrong.put("output/denied.wav", b"x", "audio/wav")
@@ -165,6 +167,8 @@ def test_errors_name_the_operation_but_no_secret(s3_server: SeaweedS3):
     assert "SignatureDoesNotMatch" in message
     for secret in ("wrong-secret-abcdef", SECRET_KEY, ACCESS_KEY, s3_server.endpoint, "127.0.0.1", "Signature="):
         assert secret not in message
+        assert secret not in caplog.text
+    assert "upload output/denied.wav failed" in caplog.text
 
     missing = S3Storage.from_settings(s3_settings(s3_server, bucket="no-such-bucket"))
     with pytest.raises(StorageError, match="could not open bucket no-such-bucket"):
