@@ -1,8 +1,13 @@
-"""The pipeline: what one job does, stage by stage, given loaded models and storage.
+"""The pipeline: what each operation does, stage by stage, given loaded models and storage.
 
-`Worker.load(settings)` is the single loader (manifest -> models -> warm-up);
-`Worker.run(request, job_id)` executes one validated request and returns the
-result dict RunPod gets. Input validation and error shaping are the handler's.
+`Worker.load(settings)` is the single loader (manifest -> F5-TTS -> aligner ->
+storage -> warm-up); `Worker.run(request, job_id)` executes one validated
+request and returns the result dict RunPod gets. Input validation and error
+shaping are the handler's.
+
+Every file a job stores goes through one `StagedWrites`: if any later step
+fails, what the job already wrote is deleted, so storage never holds half a
+result.
 """
 
 from __future__ import annotations
@@ -16,14 +21,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_worker import audio, tts
+import numpy as np
+
+from tts_worker import audio, subtitles, tts
+from tts_worker.alignment import Aligner
 from tts_worker.chunking import split_text
 from tts_worker.errors import InvalidInput, ModelDirError
+from tts_worker.fetch import Fetcher
 from tts_worker.manifest import load_verified
-from tts_worker.schemas import Limits, Request, SynthesizeRequest
+from tts_worker.schemas import (
+    AlignRequest,
+    DeleteVoiceRequest,
+    Limits,
+    ListVoicesRequest,
+    Request,
+    SubtitlesRequest,
+    SynthesizeRequest,
+    UploadVoiceRequest,
+)
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, Storage
-from tts_worker.voices import VoiceLibrary
+from tts_worker.storage import StagedWrites, Storage, StoredObject, check_key, open_storage
+from tts_worker.voices import DEFAULT_VOICE, ReferenceCache, VoiceLibrary, reference_key
+from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +74,46 @@ class Stopwatch:
         }
 
 
+def _stored(obj: StoredObject) -> dict[str, Any]:
+    return {"key": obj.key, "url": obj.url, "size": obj.size, "content_type": obj.content_type}
+
+
+def _rounded(words: list[WordTiming]) -> list[dict[str, Any]]:
+    """Timings as the result shows them: milliseconds, as in the stored JSON/CSV files."""
+    return [
+        {
+            "word": w["word"],
+            "start": round(w["start"], 3),
+            "end": round(w["end"], 3),
+            "score": None if w["score"] is None or np.isnan(w["score"]) else round(w["score"], 3),
+            "interpolated": w["interpolated"],
+        }
+        for w in words
+    ]
+
+
 class Worker:
-    def __init__(self, settings: Settings, engine: tts.F5Engine, storage: Storage) -> None:
+    def __init__(
+        self, settings: Settings, engine: tts.F5Engine, aligner: Aligner, storage: Storage, fetcher: Fetcher
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        self.aligner = aligner
         self.storage = storage
-        self.voices = VoiceLibrary(storage)
+        self.fetcher = fetcher
+        self.voices = VoiceLibrary(
+            storage,
+            max_seconds=settings.max_reference_seconds,
+            min_seconds=settings.min_audio_seconds,
+            max_input_seconds=settings.max_audio_seconds,
+        )
+        self.references: ReferenceCache[tts.Reference] = ReferenceCache(settings.reference_cache_entries)
         self.limits = Limits(max_text_chars=settings.max_text_chars)
 
     @classmethod
     def load(cls, settings: Settings) -> Worker:
-        """Verify MODEL_DIR, load the models, warm them. Raises ModelDirError when MODEL_DIR can't be served."""
+        """Verify MODEL_DIR, load and warm the models, open storage. Raises ModelDirError when
+        MODEL_DIR can't be served; storage problems surface as StorageError."""
         manifest = load_verified(settings.model_dir)
         device = settings.resolved_device()
         t0 = time.perf_counter()
@@ -76,25 +124,34 @@ class Worker:
                 f"MODEL_DIR {settings.model_dir}: the F5-TTS model failed to load ({exc.__class__.__name__}: "
                 f"{str(exc)[:200]}); re-bake it"
             ) from exc
+        aligner = Aligner.load(settings.model_dir, manifest, device)
         if settings.warmup:
             engine.warmup()
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
-        return cls(settings, engine, LocalStorage(settings.storage_dir))
+        storage = open_storage(settings)
+        storage.check()
+        return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
     def run(self, request: Request, job_id: str) -> dict[str, Any]:
-        if isinstance(request, SynthesizeRequest):
-            return self.synthesize(request, job_id)
+        match request:
+            case SynthesizeRequest():
+                return self.synthesize(request, job_id)
+            case AlignRequest():
+                return self.align(request, job_id)
+            case UploadVoiceRequest():
+                return self.upload_voice(request)
+            case ListVoicesRequest():
+                return self.list_voices(request)
+            case DeleteVoiceRequest():
+                return self.delete_voice(request)
         raise InvalidInput(f"operation: {request.operation!r} is not served by this worker")
+
+    # -- synthesize -----------------------------------------------------------------------------------
 
     def synthesize(self, req: SynthesizeRequest, job_id: str) -> dict[str, Any]:
         watch = Stopwatch()
         with watch.stage("reference"):
-            voice = self.voices.get(req.voice)
-            samples, rate = audio.decode(voice.audio, field="voice")
-            samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
-            ref = self.engine.prepare_reference(
-                samples, voice.ref_text, max_seconds=self.settings.max_reference_seconds
-            )
+            ref, voice = self._reference(req)
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
         params = tts.SamplingParams(
             nfe_steps=req.nfe_steps,
@@ -114,18 +171,25 @@ class Worker:
 
         with watch.stage("postprocess"):
             wave, ranges = audio.crossfade_join(waves, int(CROSS_FADE_SECONDS * tts.SAMPLE_RATE))
+        spans = [(c.start, c.end, s, e) for c, (s, e) in zip(chunks, ranges, strict=True)]
+        words = self._timings(req, wave, spans, watch)
         with watch.stage("encode"):
             data = audio.encode(wave, tts.SAMPLE_RATE, req.output_format)
-        with watch.stage("storage"):
-            key = f"output/{uuid.uuid4().hex}.{req.output_format}"
-            stored = self.storage.put(key, data, audio.FORMATS[req.output_format].content_type)
 
-        return {
+        result: dict[str, Any] = {
             "status": "completed",
             "operation": "synthesize",
             "job_id": job_id,
-            "audio_url": stored.url,
-            "audio": {"key": stored.key, "url": stored.url, "size": stored.size, "content_type": stored.content_type},
+        }
+        stem = uuid.uuid4().hex
+        with StagedWrites(self.storage) as staged:
+            with watch.stage("storage"):
+                key = f"output/{stem}.{req.output_format}"
+                stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
+            result |= {"audio_url": stored.url, "audio": _stored(stored)}
+            result |= self._store_subtitles(req.subtitles, words, len(wave) / tts.SAMPLE_RATE, stem, staged, watch)
+
+        result |= {
             "storage": self.storage.name,
             "duration": round(len(wave) / tts.SAMPLE_RATE, 4),
             "sample_rate": tts.SAMPLE_RATE,
@@ -133,7 +197,7 @@ class Worker:
             "format": req.output_format,
             "seed": seed,
             "text": req.text,
-            "voice": voice.name,
+            "voice": voice,
             "chunks": [
                 {
                     "index": i,
@@ -146,5 +210,153 @@ class Worker:
                 for i, (c, (s, e)) in enumerate(zip(chunks, ranges, strict=True))
             ],
             "model": {"name": self.engine.name, "tiny": self.engine.tiny},
-            "processing_time": watch.report(),
         }
+        if words is not None:
+            result["word_timings"] = _rounded(words)
+        result["processing_time"] = watch.report()
+        return result
+
+    def _reference(self, req: SynthesizeRequest) -> tuple[tts.Reference, str]:
+        """The prepared voice prompt and a label for the result; prepared references are cached by content."""
+        remote = req.voice_url or req.voice_base64
+        if remote is not None:
+            where = "voice_url" if req.voice_url else "voice_base64"
+            fetched = self.fetcher.fetch_audio(remote, field=where)
+            text = req.ref_text or self._transcribe(fetched.samples, fetched.sample_rate, req.language)
+            ref = self.references.get_or_create(
+                reference_key(fetched.sha256, text),
+                lambda: self._prepare(fetched.samples, fetched.sample_rate, text, where),
+            )
+            return ref, where
+
+        name = req.voice or DEFAULT_VOICE
+        key = "default-voice" if name == DEFAULT_VOICE else self.voices.cache_key(name)
+        cached = self.references.get(key) if key else None
+        if cached is not None:
+            return cached, name
+        voice = self.voices.get(name)
+        samples, rate = audio.decode(voice.audio, field="voice")
+        ref = self._prepare(samples, rate, voice.ref_text, "voice")
+        if key:
+            self.references.put(key, ref)
+        return ref, name
+
+    def _prepare(self, samples: np.ndarray, rate: int, text: str, where: str) -> tts.Reference:
+        samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
+        return self.engine.prepare_reference(
+            samples, text, max_seconds=self.settings.max_reference_seconds, field=where
+        )
+
+    def _transcribe(self, samples: np.ndarray, rate: int, language: str | None) -> str:
+        text = self.aligner.transcribe(samples, rate, language)
+        if not text.strip():
+            raise InvalidInput("ref_text: no speech was recognised in the reference audio; send its ref_text")
+        return text
+
+    # -- timings and subtitles ------------------------------------------------------------------------
+
+    def _timings(
+        self,
+        req: SynthesizeRequest | AlignRequest,
+        wave: np.ndarray,
+        spans: list[tuple[int, int, int, int]],
+        watch: Stopwatch,
+    ) -> list[WordTiming] | None:
+        if not (req.word_timings or req.subtitles):
+            return None
+        with watch.stage("alignment"):
+            return self.aligner.align(wave, tts.SAMPLE_RATE, req.text, spans, language=req.language)
+
+    def _store_subtitles(
+        self,
+        spec: SubtitlesRequest | None,
+        words: list[WordTiming] | None,
+        duration: float,
+        stem: str,
+        staged: StagedWrites,
+        watch: Stopwatch,
+    ) -> dict[str, Any]:
+        if spec is None or words is None:
+            return {}
+        options = subtitles.SubtitleOptions(**spec.style())
+        files = {}
+        for fmt in spec.formats:
+            with watch.stage("subtitles"):
+                data, content_type = subtitles.build(fmt, words, options, duration)
+            with watch.stage("storage"):
+                files[fmt] = _stored(staged.put(f"timings/{stem}.{fmt}", data, content_type))
+        # `subtitles_url`: the original API's field, the first format asked for.
+        return {"subtitles": files, "subtitles_url": files[spec.formats[0]]["url"]}
+
+    # -- align ----------------------------------------------------------------------------------------
+
+    def align(self, req: AlignRequest, job_id: str) -> dict[str, Any]:
+        watch = Stopwatch()
+        with watch.stage("fetch"):
+            if req.audio_key is not None:
+                wave, rate = self._stored_audio(req.audio_key)
+            else:
+                where = "audio_url" if req.audio_url else "audio_base64"
+                fetched = self.fetcher.fetch_audio(req.audio_url or req.audio_base64 or "", field=where)
+                wave, rate = fetched.samples, fetched.sample_rate
+            wave = audio.resample(wave, rate, tts.SAMPLE_RATE)
+        words = self._timings(req, wave, [], watch)
+        duration = len(wave) / tts.SAMPLE_RATE
+        result: dict[str, Any] = {"status": "completed", "operation": "align", "job_id": job_id}
+        with StagedWrites(self.storage) as staged:
+            result |= self._store_subtitles(req.subtitles, words, duration, uuid.uuid4().hex, staged, watch)
+        result |= {"storage": self.storage.name, "duration": round(duration, 4), "text": req.text}
+        if words is not None:
+            result["word_timings"] = _rounded(words)
+        result["processing_time"] = watch.report()
+        return result
+
+    def _stored_audio(self, key: str) -> tuple[np.ndarray, int]:
+        try:
+            check_key(key)
+        except ValueError:
+            raise InvalidInput("audio_key: not a valid storage key (like output/<id>.wav)") from None
+        data = self.storage.get(key)
+        if data is None:
+            raise InvalidInput(f"audio_key: no object {key!r} in storage")
+        return audio.decode(data, field="audio_key")
+
+    # -- the voice library ----------------------------------------------------------------------------
+
+    def upload_voice(self, req: UploadVoiceRequest) -> dict[str, Any]:
+        where = "voice_url" if req.voice_url else "voice_base64"
+        data = self.fetcher.fetch_bytes(req.voice_url or req.voice_base64 or "", field=where)
+        language = req.language
+
+        def transcribe(samples: np.ndarray, rate: int) -> str:
+            return self.aligner.transcribe(samples, rate, language)
+
+        info = self.voices.upload(
+            req.voice_name,
+            data,
+            req.ref_text,
+            language,
+            replace=req.replace,
+            transcribe=transcribe if self.aligner.has_asr else None,
+        )
+        return {
+            "status": f"Voice '{info.name}.wav' and reference text uploaded successfully.",
+            "operation": "upload_voice",
+            "voice": info.as_dict(),
+        }
+
+    def list_voices(self, req: ListVoicesRequest) -> dict[str, Any]:
+        page = self.voices.list(req.limit, req.cursor)
+        return {
+            "status": "success",
+            "operation": "list_voices",
+            "voices": [
+                {**v.as_dict(), "voice_file": f"{v.name}.wav", "text_file": f"{v.name}.txt"} for v in page.voices
+            ],
+            "count": len(page.voices),
+            "next_cursor": page.next_cursor,
+        }
+
+    def delete_voice(self, req: DeleteVoiceRequest) -> dict[str, Any]:
+        self.voices.delete(req.voice_name)
+        return {"status": "deleted", "operation": "delete_voice", "voice_name": req.voice_name}

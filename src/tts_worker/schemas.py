@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tts_worker.errors import InvalidInput, UnknownOperation
@@ -29,10 +30,18 @@ OPERATION_ALIASES: dict[str, str] = {
     "synthesize": "synthesize",
     "tts": "synthesize",
     "generate": "synthesize",
+    "align": "align",
+    "upload_voice": "upload_voice",
+    "upload": "upload_voice",
+    "list_voices": "list_voices",
+    "delete_voice": "delete_voice",
+    "delete": "delete_voice",
 }
 
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")
+SUBTITLE_FORMATS = ("ass", "srt", "vtt", "json", "csv")
+_URL_PREFIXES = ("https://", "http://", "s3://")
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,122 @@ class Request(BaseModel):
     operation: str
 
 
-class SynthesizeRequest(Request):
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+
+
+def _language(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if not _LANGUAGE.match(value):
+            raise ValueError("should be a language code such as 'en' or 'de'")
+    return value
+
+
+Language = Annotated[str, BeforeValidator(_language)]
+RefText = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class SubtitlesRequest(BaseModel):
+    """Which subtitle files to write and how they look. Style fields left out take the defaults of
+    `tts_worker.subtitles.SubtitleOptions` (documented in docs/API.md); that class checks the values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    formats: list[Literal["ass", "srt", "vtt", "json", "csv"]] = Field(["ass", "srt", "vtt"], min_length=1)
+    font: str | None = None
+    font_size: int | None = None
+    primary_colour: str | None = None
+    highlight_colour: str | None = None
+    outline_colour: str | None = None
+    outline: float | None = None
+    shadow: float | None = None
+    position: str | None = None
+    margin_v: int | None = None
+    resolution: str | None = None
+    karaoke: str | None = None
+    max_chars_per_line: int | None = None
+    max_words_per_line: int | None = None
+    max_lines: int | None = None
+    split_pause: float | None = None
+    cue_level: str | None = None
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            value = list(dict.fromkeys(v.lower().strip() if isinstance(v, str) else v for v in value))
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _style_field(cls, value: Any, info: ValidationInfo) -> Any:
+        # Each style value is checked by the subtitle builder's own rules, so they live in one place.
+        name = info.field_name or ""
+        if name != "formats" and value is not None:
+            _subtitle_options({name: value}, name)
+        return value
+
+    @model_validator(mode="after")
+    def _style(self) -> SubtitlesRequest:
+        _subtitle_options(self.style(), None)  # rules that span fields (margin_v within the resolution)
+        return self
+
+    def style(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"formats"}, exclude_none=True)
+
+
+def _subtitle_options(style: dict[str, Any], field: str | None) -> None:
+    from tts_worker.subtitles import SubtitleOptions
+
+    try:
+        SubtitleOptions(**style)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(message.removeprefix(f"{field} ") if field else message) from None
+
+
+def _original_subtitle_options(data: Any) -> Any:
+    """The original API's `options: {create_subtitles, subtitle_format}` -> `subtitles: {formats}`."""
+    if not isinstance(data, dict) or "options" not in data:
+        return data
+    data = dict(data)
+    options = data.pop("options")
+    if not isinstance(options, dict):
+        raise ValueError("options: should be an object")
+    unknown = sorted(set(options) - {"create_subtitles", "subtitle_format"})
+    if unknown:
+        raise ValueError(f"options.{unknown[0]}: unknown field")
+    create = options.get("create_subtitles", False)
+    if not isinstance(create, bool):
+        raise ValueError("options.create_subtitles: should be a valid boolean")
+    if create and "subtitles" not in data:
+        fmt = options.get("subtitle_format", "ass")
+        if not isinstance(fmt, str):
+            raise ValueError("options.subtitle_format: should be a string")
+        data["subtitles"] = {"formats": [fmt]}
+    return data
+
+
+class _TimedRequest(Request):
+    language: Language = "en"
+    word_timings: bool = Field(True, validation_alias=AliasChoices("word_timings", "return_word_timings"))
+    subtitles: SubtitlesRequest | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options(cls, data: Any) -> Any:
+        return _original_subtitle_options(data)
+
+
+class SynthesizeRequest(_TimedRequest):
     operation: Literal["synthesize"] = "synthesize"
     text: str
     voice: VoiceName | None = Field(None, validation_alias=AliasChoices("voice", "local_voice"))
+    voice_url: str | None = None
+    voice_base64: str | None = None
+    ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
     nfe_steps: int = Field(32, ge=1, le=128)
     cfg_strength: float = Field(2.0, ge=0.0, le=10.0, allow_inf_nan=False)
@@ -78,29 +199,114 @@ class SynthesizeRequest(Request):
     remove_silence: bool = False
     output_format: Annotated[Literal["wav", "mp3", "flac", "ogg"], BeforeValidator(_lower)] = "wav"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _voice_given_as_url(cls, data: Any) -> Any:
+        """The original API's `local_voice` may hold a URL: route it to `voice_url`."""
+        if isinstance(data, dict):
+            for key in ("local_voice", "voice"):
+                value = data.get(key)
+                if isinstance(value, str) and value.strip().lower().startswith(_URL_PREFIXES):
+                    data = {k: v for k, v in data.items() if k != key}
+                    if "voice_url" in data:
+                        raise ValueError(f"{key}: give the voice once, as a name, voice_url or voice_base64")
+                    data["voice_url"] = value.strip()
+        return data
+
     @field_validator("text")
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be empty or only white space")
-        limits: Limits | None = (info.context or {}).get("limits")
-        if limits and len(value) > limits.max_text_chars:
-            raise ValueError(f"is {len(value)} characters long; the limit is {limits.max_text_chars}")
-        return value
+        return _checked_text(value, info)
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> SynthesizeRequest:
+        given = [k for k in ("voice", "voice_url", "voice_base64") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: give the voice once, as a name, voice_url or voice_base64")
+        if self.ref_text is not None and self.voice is not None:
+            raise ValueError("ref_text: only with voice_url or voice_base64 (library voices keep their own text)")
+        return self
 
 
-REQUESTS: dict[str, type[Request]] = {"synthesize": SynthesizeRequest}
+class AlignRequest(_TimedRequest):
+    """Word timings (and subtitles) for audio that exists already, with its text."""
+
+    operation: Literal["align"] = "align"
+    text: str
+    audio_url: str | None = None
+    audio_base64: str | None = None
+    audio_key: str | None = Field(None, description="A key in this worker's storage, e.g. a synthesis output")
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _checked_text(value, info)
+
+    @model_validator(mode="after")
+    def _one_audio(self) -> AlignRequest:
+        given = [k for k in ("audio_url", "audio_base64", "audio_key") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give the audio exactly once: audio_url, audio_base64 or audio_key")
+        return self
+
+
+class UploadVoiceRequest(Request):
+    operation: Literal["upload_voice"] = "upload_voice"
+    voice_name: VoiceName = Field(validation_alias=AliasChoices("voice_name", "name"))
+    voice_url: str | None = Field(None, validation_alias=AliasChoices("voice_url", "voice_file_url"))
+    voice_base64: str | None = Field(None, validation_alias=AliasChoices("voice_base64", "voice_file"))
+    ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
+    language: Language | None = None
+    replace: bool = False
+
+    @model_validator(mode="after")
+    def _one_audio(self) -> UploadVoiceRequest:
+        if (self.voice_url is None) == (self.voice_base64 is None):
+            raise ValueError("give the voice audio exactly once: voice_url (voice_file_url) or voice_base64")
+        return self
+
+
+class ListVoicesRequest(Request):
+    operation: Literal["list_voices"] = "list_voices"
+    limit: int = Field(50, ge=1, le=200)
+    cursor: VoiceName | None = None
+
+
+class DeleteVoiceRequest(Request):
+    operation: Literal["delete_voice"] = "delete_voice"
+    voice_name: VoiceName = Field(validation_alias=AliasChoices("voice_name", "name"))
+
+
+def _checked_text(value: str, info: ValidationInfo) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty or only white space")
+    limits: Limits | None = (info.context or {}).get("limits")
+    if limits and len(value) > limits.max_text_chars:
+        raise ValueError(f"is {len(value)} characters long; the limit is {limits.max_text_chars}")
+    return value
+
+
+REQUESTS: dict[str, type[Request]] = {
+    "synthesize": SynthesizeRequest,
+    "align": AlignRequest,
+    "upload_voice": UploadVoiceRequest,
+    "list_voices": ListVoicesRequest,
+    "delete_voice": DeleteVoiceRequest,
+}
 
 
 def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "input"
+    loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not loc:
+        # A whole-model rule: the message names its own field(s).
+        return msg if ":" in msg.split(" ")[0] else f"input: {msg}"
     if kind == "extra_forbidden":
         return f"{loc}: unknown field"
     if kind == "missing":
         return f"{loc}: is required"
-    msg = str(err["msg"]).removeprefix("Value error, ")
     if msg.startswith("Input should"):
         msg = "should" + msg[len("Input should") :]
     return f"{loc}: {msg}"

@@ -122,25 +122,27 @@ class F5Engine:
         )
         return engine
 
-    def prepare_reference(self, samples: np.ndarray, text: str, *, max_seconds: float) -> Reference:
-        """Validate and normalise a mono 24 kHz reference clip and its transcript."""
+    def prepare_reference(
+        self, samples: np.ndarray, text: str, *, max_seconds: float, field: str = "voice"
+    ) -> Reference:
+        """Validate and normalise a mono 24 kHz reference clip and its transcript (errors name `field`)."""
         seconds = len(samples) / SAMPLE_RATE
         if seconds < 1.0:
-            raise InvalidAudio(f"voice: reference audio is {seconds:.2f} s long; it must be at least 1 s")
+            raise InvalidAudio(f"{field}: reference audio is {seconds:.2f} s long; it must be at least 1 s")
         if seconds > max_seconds:
             raise InvalidAudio(
-                f"voice: reference audio is {seconds:.1f} s long; at most {max_seconds:g} s is used for cloning "
+                f"{field}: reference audio is {seconds:.1f} s long; at most {max_seconds:g} s is used for cloning "
                 "(upload it with upload_voice to have it trimmed at a pause)"
             )
         rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
         if rms < 1e-5:
-            raise InvalidAudio("voice: reference audio is silent")
+            raise InvalidAudio(f"{field}: reference audio is silent")
         audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
         if rms < TARGET_RMS:
             audio = audio * (TARGET_RMS / rms)
         text = " ".join(text.split())
         if not text:
-            raise InvalidAudio("voice: the reference text is empty")
+            raise InvalidAudio(f"{field}: the reference text is empty")
         # As f5_tts's preprocess: the prompt text ends with a sentence end and a space.
         if not text.endswith((".", "。", "!", "?")):
             text += "."
