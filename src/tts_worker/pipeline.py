@@ -26,7 +26,7 @@ import numpy as np
 from tts_worker import audio, subtitles, tts
 from tts_worker.alignment import Aligner
 from tts_worker.chunking import split_text
-from tts_worker.errors import InvalidInput, ModelDirError
+from tts_worker.errors import InvalidInput, ModelDirError, StorageError
 from tts_worker.fetch import Fetcher
 from tts_worker.manifest import load_verified
 from tts_worker.schemas import (
@@ -109,6 +109,8 @@ class Worker:
         )
         self.references: ReferenceCache[tts.Reference] = ReferenceCache(settings.reference_cache_entries)
         self.limits = Limits(max_text_chars=settings.max_text_chars)
+        # Keys a failed job wrote but could not delete (storage was down): retried before every job.
+        self._orphans: list[str] = []
 
     @classmethod
     def load(cls, settings: Settings) -> Worker:
@@ -133,6 +135,7 @@ class Worker:
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
     def run(self, request: Request, job_id: str) -> dict[str, Any]:
+        self._remove_orphans()
         match request:
             case SynthesizeRequest():
                 return self.synthesize(request, job_id)
@@ -145,6 +148,28 @@ class Worker:
             case DeleteVoiceRequest():
                 return self.delete_voice(request)
         raise InvalidInput(f"operation: {request.operation!r} is not served by this worker")
+
+    @contextlib.contextmanager
+    def _staged(self) -> Iterator[StagedWrites]:
+        """Writes that all stay or all go: on any failure inside the block, what was written is deleted."""
+        staged = StagedWrites(self.storage)
+        try:
+            yield staged
+        except BaseException:
+            self._orphans += staged.rollback()
+            raise
+        staged.commit()
+
+    def _remove_orphans(self) -> None:
+        if not self._orphans:
+            return
+        try:
+            self.storage.delete_many(self._orphans)
+        except StorageError:
+            logger.warning("storage: still cannot remove %d objects of an earlier failed job", len(self._orphans))
+            return
+        logger.info("storage: removed %d objects left by an earlier failed job", len(self._orphans))
+        self._orphans = []
 
     # -- synthesize -----------------------------------------------------------------------------------
 
@@ -182,7 +207,7 @@ class Worker:
             "job_id": job_id,
         }
         stem = uuid.uuid4().hex
-        with StagedWrites(self.storage) as staged:
+        with self._staged() as staged:
             with watch.stage("storage"):
                 key = f"output/{stem}.{req.output_format}"
                 stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
@@ -303,7 +328,7 @@ class Worker:
         words = self._timings(req, wave, [], watch)
         duration = len(wave) / tts.SAMPLE_RATE
         result: dict[str, Any] = {"status": "completed", "operation": "align", "job_id": job_id}
-        with StagedWrites(self.storage) as staged:
+        with self._staged() as staged:
             result |= self._store_subtitles(req.subtitles, words, duration, uuid.uuid4().hex, staged, watch)
         result |= {"storage": self.storage.name, "duration": round(duration, 4), "text": req.text}
         if words is not None:
