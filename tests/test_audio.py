@@ -1,6 +1,7 @@
 """Audio helpers: codecs round-trip at the right rate and length; joins and pause trimming keep what they claim."""
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_crossfade_ranges_tile_the_output():
     joined, ranges = audio.crossfade_join(waves, fade)
     assert len(joined) == sum(len(w) for w in waves) - 2 * fade
     assert ranges[0][0] == 0 and ranges[-1][1] == len(joined)
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     # Each chunk's range lies where its own audio is (boundary at the middle of the fade).
     first_end = RATE - fade + fade // 2
     second_end = (RATE + RATE // 2 - fade) - fade + fade // 2

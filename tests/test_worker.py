@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import math
 import uuid
 
@@ -88,7 +89,7 @@ def test_long_text_is_chunked_and_ranges_cover_the_audio(handler, worker):
     chunks = out["chunks"]
     assert len(chunks) > 1
     assert chunks[0]["start_sample"] == 0 and chunks[-1]["end_sample"] == out["samples"]
-    assert all(a["end_sample"] == b["start_sample"] for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(a["end_sample"] == b["start_sample"] for a, b in itertools.pairwise(chunks))
     assert all(text[c["char_start"] : c["char_end"]] == c["text"] for c in chunks)
     samples, rate = sf.read(io.BytesIO(stored_bytes(worker, out)))
     assert len(samples) == out["samples"] and math.isclose(out["duration"], len(samples) / rate, abs_tol=1e-3)
