@@ -170,3 +170,35 @@ def test_unexpected_exception_is_not_a_traceback(handler, worker, monkeypatch):
     monkeypatch.setattr(worker.engine, "generate", boom)
     error = expect_error(handler, {"text": "x", **FAST}, "internal_error")
     assert "secret-internal-detail" not in error
+
+
+def test_progress_is_reported_per_chunk_and_stage(worker):
+    updates = []
+    progress_handler = make_handler(worker, progress=lambda job, update: updates.append((job["id"], update)))
+    text = " ".join(f"Sentence {i} is here to make the text long enough for several chunks." for i in range(12))
+    result = progress_handler({"id": "p1", "input": {"text": text, **FAST}})
+    chunks = len(result["chunks"])
+    assert chunks > 1
+    stages = [u for _, u in updates]
+    assert stages[:chunks] == [{"stage": "synthesis", "chunk": i + 1, "chunks": chunks} for i in range(chunks)]
+    assert stages[chunks:] == [{"stage": "alignment"}, {"stage": "storage"}]
+    assert {job_id for job_id, _ in updates} == {"p1"}
+
+
+def test_concurrent_jobs_each_get_their_own_audio(worker):
+    """Jobs run at once through the async handler (as RunPod's loop runs them with MAX_CONCURRENCY > 1)
+    come out exactly as they do one at a time: no mixed-up outputs or shared state."""
+    from tts_worker.handler import make_async_handler
+
+    async_handler = make_async_handler(worker)
+    jobs = [{"id": f"c{i}", "input": {"text": f"Job number {i} speaks its own words.", "seed": 100 + i,
+                                      "word_timings": False, **FAST}} for i in range(4)]  # fmt: skip
+
+    async def all_at_once():
+        return await asyncio.gather(*(async_handler(job) for job in jobs))
+
+    together = asyncio.run(all_at_once())
+    alone = [make_handler(worker)(job) for job in jobs]
+    for a, b, job in zip(together, alone, jobs, strict=True):
+        assert a["text"] == job["input"]["text"] and a["seed"] == job["input"]["seed"]
+        assert stored_bytes(worker, a) == stored_bytes(worker, b)

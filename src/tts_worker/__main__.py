@@ -29,7 +29,7 @@ logger = logging.getLogger("tts_worker")
 def main() -> None:
     settings = Settings()
     log.configure(settings.log_level)
-    from tts_worker.handler import make_handler
+    from tts_worker.handler import make_async_handler
     from tts_worker.pipeline import Worker
 
     try:
@@ -40,7 +40,14 @@ def main() -> None:
 
     import runpod
 
-    runpod.serverless.start({"handler": make_handler(worker)})
+    # Progress goes to RunPod's job API; locally (--test_input, --rp_serve_api) there is none to post to.
+    progress = runpod.serverless.progress_update if settings.runpod_webhook_post_output else None
+    runpod.serverless.start(
+        {
+            "handler": make_async_handler(worker, progress),
+            "concurrency_modifier": lambda current: settings.max_concurrency,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,13 @@ from tts_worker.words import WordTiming
 logger = logging.getLogger(__name__)
 
 CROSS_FADE_SECONDS = 0.15
+
+Progress = Callable[[dict[str, Any]], None]
+"""Receives progress updates of a running job (RunPod's `progress_update`)."""
+
+
+def _no_progress(update: dict[str, Any]) -> None:
+    pass
 
 
 @dataclass
@@ -111,6 +119,7 @@ class Worker:
         self.limits = Limits(max_text_chars=settings.max_text_chars)
         # Keys a failed job wrote but could not delete (storage was down): retried before every job.
         self._orphans: list[str] = []
+        self._orphans_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: Settings) -> Worker:
@@ -134,13 +143,13 @@ class Worker:
         storage.check()
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
-    def run(self, request: Request, job_id: str) -> dict[str, Any]:
+    def run(self, request: Request, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
         self._remove_orphans()
         match request:
             case SynthesizeRequest():
-                return self.synthesize(request, job_id)
+                return self.synthesize(request, job_id, progress)
             case AlignRequest():
-                return self.align(request, job_id)
+                return self.align(request, job_id, progress)
             case UploadVoiceRequest():
                 return self.upload_voice(request)
             case ListVoicesRequest():
@@ -156,24 +165,29 @@ class Worker:
         try:
             yield staged
         except BaseException:
-            self._orphans += staged.rollback()
+            left = staged.rollback()
+            with self._orphans_lock:
+                self._orphans += left
             raise
         staged.commit()
 
     def _remove_orphans(self) -> None:
-        if not self._orphans:
+        with self._orphans_lock:
+            orphans, self._orphans = self._orphans, []
+        if not orphans:
             return
         try:
-            self.storage.delete_many(self._orphans)
+            self.storage.delete_many(orphans)
         except StorageError:
-            logger.warning("storage: still cannot remove %d objects of an earlier failed job", len(self._orphans))
+            logger.warning("storage: still cannot remove %d objects of an earlier failed job", len(orphans))
+            with self._orphans_lock:
+                self._orphans += orphans
             return
-        logger.info("storage: removed %d objects left by an earlier failed job", len(self._orphans))
-        self._orphans = []
+        logger.info("storage: removed %d objects left by an earlier failed job", len(orphans))
 
     # -- synthesize -----------------------------------------------------------------------------------
 
-    def synthesize(self, req: SynthesizeRequest, job_id: str) -> dict[str, Any]:
+    def synthesize(self, req: SynthesizeRequest, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
         watch = Stopwatch()
         with watch.stage("reference"):
             ref, voice = self._reference(req)
@@ -193,11 +207,12 @@ class Worker:
             watch.add("synthesis", out.sample_seconds)
             watch.add("vocoder", out.vocoder_seconds)
             waves.append(audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave)
+            progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
 
         with watch.stage("postprocess"):
             wave, ranges = audio.crossfade_join(waves, int(CROSS_FADE_SECONDS * tts.SAMPLE_RATE))
         spans = [(c.start, c.end, s, e) for c, (s, e) in zip(chunks, ranges, strict=True)]
-        words = self._timings(req, wave, spans, watch)
+        words = self._timings(req, wave, spans, watch, progress)
         with watch.stage("encode"):
             data = audio.encode(wave, tts.SAMPLE_RATE, req.output_format)
 
@@ -207,6 +222,7 @@ class Worker:
             "job_id": job_id,
         }
         stem = uuid.uuid4().hex
+        progress({"stage": "storage"})
         with self._staged() as staged:
             with watch.stage("storage"):
                 key = f"output/{stem}.{req.output_format}"
@@ -286,9 +302,11 @@ class Worker:
         wave: np.ndarray,
         spans: list[tuple[int, int, int, int]],
         watch: Stopwatch,
+        progress: Progress,
     ) -> list[WordTiming] | None:
         if not (req.word_timings or req.subtitles):
             return None
+        progress({"stage": "alignment"})
         with watch.stage("alignment"):
             return self.aligner.align(wave, tts.SAMPLE_RATE, req.text, spans, language=req.language)
 
@@ -315,7 +333,7 @@ class Worker:
 
     # -- align ----------------------------------------------------------------------------------------
 
-    def align(self, req: AlignRequest, job_id: str) -> dict[str, Any]:
+    def align(self, req: AlignRequest, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
         watch = Stopwatch()
         with watch.stage("fetch"):
             if req.audio_key is not None:
@@ -325,7 +343,7 @@ class Worker:
                 fetched = self.fetcher.fetch_audio(req.audio_url or req.audio_base64 or "", field=where)
                 wave, rate = fetched.samples, fetched.sample_rate
             wave = audio.resample(wave, rate, tts.SAMPLE_RATE)
-        words = self._timings(req, wave, [], watch)
+        words = self._timings(req, wave, [], watch, progress)
         duration = len(wave) / tts.SAMPLE_RATE
         result: dict[str, Any] = {"status": "completed", "operation": "align", "job_id": job_id}
         with self._staged() as staged:

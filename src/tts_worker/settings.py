@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(5000, ge=1, le=100_000)
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
     warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
+    max_concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker takes at once (RunPod's loop).")
+    # Set by RunPod on its workers: where job results (and so progress updates) are posted.
+    runpod_webhook_post_output: str | None = None
 
     # Object storage (S3, B2, R2, MinIO, SeaweedFS). S3 is used when S3_BUCKET is set; RunPod's BUCKET_*
     # variables are accepted for the endpoint and credentials.

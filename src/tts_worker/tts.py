@@ -14,6 +14,7 @@ non-empty reference text always (an empty one makes f5_tts download Whisper).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from importlib.resources import files
@@ -94,6 +95,9 @@ class F5Engine:
         self.device = device
         self.name = manifest.tts.name
         self.tiny = manifest.tiny
+        # One generation at a time: the DiT caches text embeddings on itself during sampling and the
+        # seed goes through torch's global RNG, so concurrent jobs must not interleave inside `sample`.
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model_dir: Path, manifest: Manifest, device: str) -> F5Engine:
@@ -164,7 +168,7 @@ class F5Engine:
         ref_bytes = len(ref.text.encode("utf-8"))
         duration = ref_frames + int(ref_frames / ref_bytes * len(text.encode("utf-8")) / speed)
         try:
-            with torch.inference_mode():
+            with self._lock, torch.inference_mode():
                 t0 = time.perf_counter()
                 mel, _ = self._model.sample(
                     cond=ref.audio,
