@@ -196,7 +196,7 @@ class Aligner:
         records them; an empty list aligns the whole audio as one chunk.
         """
         loaded = self._aligner(language)
-        wave = _mono(wave)
+        wave = _mono(wave, sample_rate)
         duration = len(wave) / sample_rate
         words = [_Word(m.group(), m.start(), _clean(m.group(), loaded.alignable)) for m in _WORD.finditer(text)]
         if not words:
@@ -224,7 +224,7 @@ class Aligner:
             raise InvalidInput(f"language: {language!r} is not a language the speech recognition model knows")
         if language is None and not self._asr.model.model.is_multilingual:
             language = "en"  # an English-only model cannot detect languages
-        audio16 = _resample(_mono(wave), sample_rate)
+        audio16 = _resample(_mono(wave, sample_rate), sample_rate)
         try:
             with self._lock:  # the pipeline swaps its tokenizer per language
                 result = self._asr.transcribe(audio16, batch_size=1, language=language)
@@ -240,9 +240,15 @@ class Aligner:
             )
         with self._lock:
             if language not in self._aligners:
-                self._aligners[language] = _load_aligner(
-                    self.model_dir, language, self.components.align[language], self.device
-                )
+                try:
+                    self._aligners[language] = _load_aligner(
+                        self.model_dir, language, self.components.align[language], self.device
+                    )
+                except ModelDirError as exc:
+                    if not self._aligners:
+                        raise  # at start: the worker must not come up
+                    logger.error("%s", exc)
+                    raise ModelError(f"language: the {language!r} alignment model failed to load") from exc
             return self._aligners[language]
 
     def _align_chunk(
@@ -345,7 +351,9 @@ def _use_nltk_data(path: Path, languages: list[str]) -> None:
             raise ModelDirError(f"NLTK punkt_tab {lang!r} does not load from {path}: {exc}; {BAKE_HINT}") from exc
 
 
-def _mono(wave: np.ndarray) -> np.ndarray:
+def _mono(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    if sample_rate <= 0:
+        raise InvalidAudio(f"audio: invalid sample rate {sample_rate}")
     samples = np.asarray(wave, dtype=np.float32)
     if samples.ndim != 1:
         raise InvalidAudio(f"audio: expected mono samples, got an array of shape {samples.shape}")
