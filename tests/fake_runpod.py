@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -77,7 +78,10 @@ class Take:
 class FakeRunPod:
     """RunPod's job API on 127.0.0.1. Use as a context manager; queue jobs with `submit`, read `results`."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_result: Callable[[Result], None] | None = None) -> None:
+        """`on_result` runs in the server thread as each job-done post arrives, before the worker gets its
+        reply: the moment the handler has returned, e.g. to look for files the job left behind."""
+        self._on_result = on_result
         self._lock = threading.Condition()
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._stop: list[str] = []
@@ -203,6 +207,8 @@ class FakeRunPod:
             target = self.progress
         else:
             target = self.results
+            if self._on_result is not None:
+                self._on_result(record)
         with self._lock:
             target.append(record)
             self._lock.notify_all()

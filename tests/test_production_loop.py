@@ -73,9 +73,8 @@ def test_many_jobs_in_a_row_all_complete(served):
     audio = [assert_intact(worker, results[i], job) for i, job in zip(ids, inputs, strict=True)]
     assert all("stopPod" not in results[i].body for i in ids)
     assert [results[i].output["seed"] for i in ids] == [job["seed"] for job in inputs]
-    assert (audio[0] == audio[-1]).all() and results[ids[0]].output["audio"]["key"] != results[ids[-1]].output["audio"][
-        "key"
-    ]
+    first, again = results[ids[0]].output, results[ids[-1]].output
+    assert (audio[0] == audio[-1]).all() and first["audio"]["key"] != again["audio"]["key"]
     # One job at a time, answered in the order taken; each take says whether a job is still running.
     assert [r.job_id for r in sorted(results.values(), key=lambda r: r.at)] == ids
     handed = [t for t in fake.takes if t.job_ids]
