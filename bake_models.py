@@ -587,6 +587,10 @@ class Fetcher:
                         if total and have / total >= shown + PROGRESS_STEP:
                             shown = have / total
                             log.info("  %s: %3.0f%%", remote.dest, 100 * shown)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # the part file is complete already (cut short before its move)
+                return part
+            raise BakeError(f"{remote.url}: download failed ({exc}); rerun to resume") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise BakeError(f"{remote.url}: download failed ({exc}); rerun to resume") from exc
         return part
@@ -678,6 +682,7 @@ def bake_punkt_tab(fetcher: Fetcher, pins: dict[str, Any], languages: list[str])
     if not fetcher.get(zip_remote):
         raise BakeError(f"{pin['url']}: not found")
     archive = fetcher.out / zip_remote.dest
+    fetcher.state.pop(zip_remote.dest, None)  # the archive is transient; its unpacked files are recorded
     wanted = (*(f"punkt_tab/{lang}/" for lang in languages), "punkt_tab/README")
     written = []
     with zipfile.ZipFile(archive) as zf:
@@ -692,7 +697,6 @@ def bake_punkt_tab(fetcher: Fetcher, pins: dict[str, Any], languages: list[str])
             (fetcher.out / dest).write_bytes(zf.read(info))
             fetcher.record(key, dest)
             written.append(dest)
-    fetcher.state.pop(zip_remote.dest, None)
     prefix = f"{mf.NLTK_DATA_DIR}/tokenizers/punkt_tab/"
     missing = [lang for lang in languages if not any(w.startswith(f"{prefix}{lang}/") for w in written)]
     if missing:

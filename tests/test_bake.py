@@ -103,6 +103,7 @@ class FakeHub:
         self.tamper: set[str] = set()  # paths served with bytes that don't match their ETag
         self.gets: Counter[str] = Counter()
         self.auth: set[str] = set()
+        self.ranges: dict[str, str] = {}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -132,6 +133,7 @@ class FakeHub:
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes=") and rng.endswith("-"):
                     start = int(rng[6:-1])
+                    hub.ranges[path] = rng
                 self.send_response(206 if start else 200)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -273,6 +275,19 @@ def test_hub_bake_then_rerun_downloads_nothing_and_refetches_only_a_corrupt_file
     assert list(fake_hub.gets) == [
         "/SWivid/F5-TTS/resolve/84e5a410d9cead4de2f847e7c9369a6440bdfaca/F5TTS_v1_Base/model_1250000.safetensors"
     ]
+    _check_baked(out, "hub")
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(tmp_path, fake_hub):
+    out = tmp_path / "models"
+    data = URLS["/torchaudio/models/" + TORCHAUDIO_EN]
+    part = out / bake.STAGING_NAME / "url" / "align/en" / (TORCHAUDIO_EN + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:25_000])  # what a killed run left behind
+    result = _bake(out, "--pins", str(_pins(tmp_path, base=fake_hub.url)), hub_url=fake_hub.url)
+    assert result.returncode == 0, result.stderr
+    assert fake_hub.ranges == {"/torchaudio/models/" + TORCHAUDIO_EN: "bytes=25000-"}
+    assert (out / "align/en" / TORCHAUDIO_EN).read_bytes() == data
     _check_baked(out, "hub")
 
 
