@@ -46,6 +46,8 @@ SMOKE_DIR     ?= build/smoke
 SMOKE_BASE    ?= localhost/debian-smoke:bookworm
 SMOKE_TAG     ?= localhost/tts-worker:smoke
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# Extra `buildah bud` arguments, e.g. a CA bundle and pip.conf mounted into RUN steps behind a TLS proxy.
+SMOKE_BUD_ARGS ?=
 
 .PHONY: lint-docker image smoke-base smoke-image smoke-run
 
@@ -65,7 +67,7 @@ smoke-base: $(SMOKE_DIR)/rootfs/etc/os-release
 	c=$$(buildah from scratch) && tar -C $(SMOKE_DIR)/rootfs --exclude='./dev/*' --exclude='./proc/*' -c . | tar -C "$$(buildah mount $$c)" -x && buildah umount $$c && buildah commit --rm $$c $(SMOKE_BASE)
 
 smoke-image: smoke-base
-	buildah bud --isolation chroot --format docker --layers -f Dockerfile.runpod --build-arg BUILDER_IMAGE=$(SMOKE_BASE) --build-arg RUNTIME_IMAGE=$(SMOKE_BASE) --build-arg FLASH_ATTN_WHEEL= --build-arg TINY_MODELS=1 -t $(SMOKE_TAG) . && $(MAKE) smoke-run
+	buildah bud --isolation chroot --format docker --layers $(SMOKE_BUD_ARGS) -f Dockerfile.runpod --build-arg BUILDER_IMAGE=$(SMOKE_BASE) --build-arg RUNTIME_IMAGE=$(SMOKE_BASE) --build-arg FLASH_ATTN_WHEEL= --build-arg TINY_MODELS=1 -t $(SMOKE_TAG) . && $(MAKE) smoke-run
 
 smoke-run:
 	c=$$(buildah from $(SMOKE_TAG)) && buildah run --isolation chroot $$c -- python -m tts_worker --test_input "$$(cat $(INPUT))"; rc=$$?; buildah rm $$c >/dev/null; exit $$rc
