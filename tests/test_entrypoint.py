@@ -135,3 +135,13 @@ def test_local_api_server_serves_runsync(tiny_model_dir, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_unreachable_bucket_stops_start_without_leaking_secrets(tiny_model_dir, tmp_path):
+    env = worker_env(tiny_model_dir, tmp_path)
+    env.update(S3_BUCKET="outputs", AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+               AWS_SECRET_ACCESS_KEY="very-secret-value", S3_MAX_ATTEMPTS="1", S3_CONNECT_TIMEOUT="1")  # fmt: skip
+    proc = start(["--test_input", '{"input": {"text": "x"}}'], env, tmp_path)
+    assert proc.returncode != 0
+    assert "cannot start" in proc.stderr and "outputs" in proc.stderr
+    assert "very-secret-value" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr

@@ -3,8 +3,9 @@
     python -m tts_worker                       serve jobs (RunPod, or --rp_serve_api locally)
     python -m tts_worker --test_input '{...}'  run one job and exit
 
-A model directory that can't be served stops the process here, with a message
-naming what is missing and how to bake it; jobs never load or download models.
+A model directory that can't be served, or storage that can't be written, stops
+the process here with a message naming what is wrong (and how to bake missing
+models); jobs never load or download models.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import sys
 
 from tts_worker import log
-from tts_worker.errors import ModelDirError
+from tts_worker.errors import ModelDirError, StorageError
 from tts_worker.settings import Settings
 
 logger = logging.getLogger("tts_worker")
@@ -34,7 +35,7 @@ def main() -> None:
 
     try:
         worker = Worker.load(settings)
-    except ModelDirError as exc:
+    except (ModelDirError, StorageError) as exc:
         logger.error("cannot start: %s", exc)
         sys.exit(f"tts-worker cannot start: {exc}")
 

@@ -123,9 +123,11 @@ class Worker:
 
     @classmethod
     def load(cls, settings: Settings) -> Worker:
-        """Verify MODEL_DIR, load and warm the models, open storage. Raises ModelDirError when
-        MODEL_DIR can't be served; storage problems surface as StorageError."""
+        """Verify MODEL_DIR, open storage, load and warm the models: cheap checks first, so a bad
+        configuration fails in seconds. Raises ModelDirError or StorageError."""
         manifest = load_verified(settings.model_dir)
+        storage = open_storage(settings)
+        storage.check()
         device = settings.resolved_device()
         t0 = time.perf_counter()
         try:
@@ -139,8 +141,6 @@ class Worker:
         if settings.warmup:
             engine.warmup()
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
-        storage = open_storage(settings)
-        storage.check()
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
     def run(self, request: Request, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
