@@ -127,9 +127,9 @@ def test_long_jobs_report_progress_before_the_result(served):
     deadline = time.monotonic() + 5  # progress is posted from a thread: let a late one land
     while time.monotonic() < deadline and len([p for p in fake.progress if p.job_id == job_id]) < 2:
         time.sleep(0.1)
-    updates = [p for p in fake.progress if p.job_id == job_id]
-    assert len(updates) >= len(result.output["chunks"])
-    assert all(p.at <= result.at for p in updates)
+    # runpod's progress_update posts from a thread of its own: one sent just before the result may land after.
+    in_time = [p for p in fake.progress if p.job_id == job_id and p.at <= result.at]
+    assert len(in_time) >= len(result.output["chunks"])
 
 
 def test_sigterm_lets_the_job_in_flight_finish_and_post_its_result(served):
