@@ -64,7 +64,7 @@ $(SMOKE_DIR)/rootfs/etc/os-release:
 	debootstrap --variant=minbase bookworm $(SMOKE_DIR)/rootfs $(DEBIAN_MIRROR)
 
 smoke-base: $(SMOKE_DIR)/rootfs/etc/os-release
-	c=$$(buildah from scratch) && tar -C $(SMOKE_DIR)/rootfs --exclude='./dev/*' --exclude='./proc/*' -c . | tar -C "$$(buildah mount $$c)" -x && buildah umount $$c && buildah commit --rm $$c $(SMOKE_BASE)
+	buildah inspect $(SMOKE_BASE) >/dev/null 2>&1 || { c=$$(buildah from scratch) && tar -C $(SMOKE_DIR)/rootfs --exclude='./dev/*' --exclude='./proc/*' -c . | tar -C "$$(buildah mount $$c)" -x && buildah umount $$c && buildah commit --rm $$c $(SMOKE_BASE); }
 
 smoke-image: smoke-base
 	buildah bud --isolation chroot --format docker --layers $(SMOKE_BUD_ARGS) -f Dockerfile.runpod --build-arg BUILDER_IMAGE=$(SMOKE_BASE) --build-arg RUNTIME_IMAGE=$(SMOKE_BASE) --build-arg FLASH_ATTN_WHEEL= --build-arg TINY_MODELS=1 -t $(SMOKE_TAG) . && $(MAKE) smoke-run
