@@ -10,6 +10,7 @@ import itertools
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -257,6 +258,19 @@ def test_s3_job_returns_working_presigned_urls(s3_worker, s3_server):
     assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT")
 
 
+def wait_until_writable(server: SeaweedS3, timeout: float = 60.0) -> None:
+    """SeaweedFS answers S3 calls before its volume server takes writes: wait for a write to go through."""
+    client, deadline = server.client(max_attempts=1), time.monotonic() + timeout
+    while True:
+        try:
+            client.put_object(Bucket=BUCKET, Key="probe/ready", Body=b"x")
+            client.delete_object(Bucket=BUCKET, Key="probe/ready")
+            return
+        except Exception:
+            assert time.monotonic() < deadline, "SeaweedFS did not take writes after a restart"
+            time.sleep(0.5)
+
+
 def test_s3_outage_mid_job_leaves_nothing_and_the_next_job_succeeds(s3_worker, s3_server, monkeypatch):
     """The audio is uploaded, then storage goes away before the subtitles: a clear storage error, and once
     the server is back the audio that was written is removed before the next job runs."""
@@ -275,6 +289,7 @@ def test_s3_outage_mid_job_leaves_nothing_and_the_next_job_succeeds(s3_worker, s
     finally:
         monkeypatch.undo()
         s3_server.start()
+        wait_until_writable(s3_server)
     out = ok(handler, {"text": "Back again.", "word_timings": False, **FAST})
     after = set(s3_server.keys(BUCKET))
     assert after - before == {out["audio"]["key"]}
