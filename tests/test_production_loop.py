@@ -1,14 +1,16 @@
 """The worker as RunPod runs it: `python -m tts_worker` in the runpod SDK's production loop (job-take,
 job-done, heartbeat), driven through `fake_runpod.FakeRunPod` on 127.0.0.1 with tiny random-weight models.
 
-Two worker processes: one serves the many-jobs, bad-jobs, progress and SIGTERM tests (in that order: the
-SIGTERM test ends it), one is given a model failure for the refresh test.
+Two worker processes: one (MAX_CONCURRENCY unset: one job at a time) serves the many-jobs, bad-jobs,
+progress and SIGTERM tests, in that order (the SIGTERM test ends it); one with MAX_CONCURRENCY=2 serves
+the concurrency test and then is given a model failure for the refresh test.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -113,23 +115,18 @@ def test_bad_jobs_fail_with_their_error_and_the_next_succeeds(served):
     assert worker.poll() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker sends no progress yet: it should call runpod.serverless.progress_update(job, {...}) "
-    "after each synthesized chunk and each stage",
-)
 def test_long_jobs_report_progress_before_the_result(served):
     fake, worker = served
     text = "This sentence is long enough to need more than one chunk of speech from the model. " * 6
     job_id = fake.submit({"text": text, "seed": 1, "nfe_steps": 2})
     result = fake.wait_results([job_id], timeout=120, process=worker)[job_id]
-    assert len(result.output["chunks"]) >= 2
-    deadline = time.monotonic() + 5  # progress is posted from a thread: let a late one land
-    while time.monotonic() < deadline and len([p for p in fake.progress if p.job_id == job_id]) < 2:
-        time.sleep(0.1)
+    chunks = len(result.output["chunks"])
+    assert chunks >= 2
     # runpod's progress_update posts from a thread of its own: one sent just before the result may land after.
-    in_time = [p for p in fake.progress if p.job_id == job_id and p.at <= result.at]
-    assert len(in_time) >= len(result.output["chunks"])
+    in_time = [p.output for p in fake.progress if p.job_id == job_id and p.at <= result.at]
+    synthesis = [u for u in in_time if u.get("stage") == "synthesis"]
+    assert sorted((u["chunk"], u["chunks"]) for u in synthesis) == [(i + 1, chunks) for i in range(chunks)]
+    assert len(in_time) > chunks  # and the stages after synthesis
 
 
 def test_sigterm_lets_the_job_in_flight_finish_and_post_its_result(served):
@@ -156,25 +153,69 @@ def test_sigterm_lets_the_job_in_flight_finish_and_post_its_result(served):
     assert fake.result(waiting) is None and fake.pending() == 1
 
 
+@pytest.fixture(scope="module")
+def concurrent(tiny_model_dir, tmp_path_factory):
+    """A second worker with MAX_CONCURRENCY=2; the refresh test (last) leaves it unusable."""
+    with FakeRunPod() as fake:
+        workdir = tmp_path_factory.mktemp("concurrent")
+        worker = WorkerProcess(fake, tiny_model_dir, workdir, extra_env={"MAX_CONCURRENCY": "2"})
+        try:
+            fake.wait_take(process=worker, timeout=START_TIMEOUT)
+            yield fake, worker, listing(worker.tmp_dir)  # what start-up wrote to $TMPDIR (onnxruntime, wandb)
+        finally:
+            worker.stop()
+
+
+def test_concurrent_jobs_overlap_and_each_gets_its_own_audio(concurrent):
+    """Two jobs at a time on one worker: each output is exactly what its input gives when run alone."""
+    fake, worker, startup_tmp = concurrent
+    inputs = [
+        {"text": "The first voice says one thing, slowly.", "seed": 11, "nfe_steps": 2, "speed": 0.8},
+        {"text": "The second one says something else entirely, and a little more of it.", "seed": 22, "nfe_steps": 2},
+        {"text": "A third, short.", "seed": 33, "nfe_steps": 2, "output_format": "flac"},
+    ]
+    alone = []
+    for job in inputs:
+        job_id = fake.submit(job)
+        alone.append(assert_intact(worker, fake.wait_results([job_id], 60, worker)[job_id], job))
+
+    together = [(k, fake.submit(inputs[k])) for k in (0, 1, 2, 1, 0, 2)]
+    results = fake.wait_results([j for _, j in together], timeout=120, process=worker)
+    for k, job_id in together:
+        assert (assert_intact(worker, results[job_id], inputs[k]) == alone[k]).all(), (k, job_id)
+    assert len({results[j].output["audio"]["key"] for _, j in together}) == len(together)
+
+    # Held at once: a batch take handed out two jobs, or a job was taken while another one was running.
+    ids = {j for _, j in together}
+    takes = [t for t in fake.takes if ids & set(t.job_ids)]
+    assert any(len(t.job_ids) > 1 or t.query.get("job_in_progress") == "1" for t in takes), [
+        (t.path, t.query, t.job_ids) for t in takes
+    ]
+    assert listing(worker.tmp_dir) == startup_tmp, "a job left temp files"
+
+
+def listing(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="limits another process's address space with prlimit")
-def test_model_failure_asks_runpod_to_refresh_the_worker(tiny_model_dir, tmp_path):
+def test_model_failure_asks_runpod_to_refresh_the_worker(concurrent):
     """A genuine model failure: the worker's address space is capped at what it uses now (as a GPU runs out
     of memory), so the model's next allocations fail inside torch. The job fails with `model_error` and the
     job-done post carries `stopPod` (the SDK's form of `refresh_worker`), which makes RunPod replace the
-    worker. User errors and successes never ask for that (see the tests above)."""
-    with FakeRunPod() as fake, WorkerProcess(fake, tiny_model_dir, tmp_path) as worker:
-        fake.wait_take(process=worker, timeout=START_TIMEOUT)
-        warm = fake.submit({"text": "A warm job first.", "seed": 1, "nfe_steps": 2})
-        assert fake.wait_results([warm], timeout=60, process=worker)[warm].ok
-        time.sleep(1.5)  # back to waiting for jobs
+    worker. User errors and successes never ask for that (see the tests above). Runs last on its worker."""
+    fake, worker, _ = concurrent
+    warm = fake.submit({"text": "A warm job first.", "seed": 1, "nfe_steps": 2})
+    assert fake.wait_results([warm], timeout=60, process=worker)[warm].ok
+    time.sleep(1.5)  # back to waiting for jobs
 
-        proc = psutil.Process(worker.pid)
-        proc.rlimit(psutil.RLIMIT_AS, (proc.memory_info().vms + 8 * 2**20, psutil.RLIM_INFINITY))
-        text = "This sentence is long enough to fill a chunk of the largest size the reference allows. " * 6
-        failing = fake.submit({"text": text, "seed": 2, "nfe_steps": 2, "speed": 0.5})
-        result = fake.wait_results([failing], timeout=120, process=worker)[failing]
+    proc = psutil.Process(worker.pid)
+    proc.rlimit(psutil.RLIMIT_AS, (proc.memory_info().vms + 8 * 2**20, psutil.RLIM_INFINITY))
+    text = "This sentence is long enough to fill a chunk of the largest size the reference allows. " * 6
+    failing = fake.submit({"text": text, "seed": 2, "nfe_steps": 2, "speed": 0.5})
+    result = fake.wait_results([failing], timeout=120, process=worker)[failing]
 
-        assert result.error is not None and result.error.startswith("model_error: "), result.body
-        assert "the worker will restart" in result.error and "Traceback" not in result.error
-        assert result.body.get("stopPod") is True
-        assert worker.poll() is None  # the worker answers; RunPod does the restart
+    assert result.error is not None and result.error.startswith("model_error: "), result.body
+    assert "the worker will restart" in result.error and "Traceback" not in result.error
+    assert result.body.get("stopPod") is True
+    assert worker.poll() is None  # the worker answers; RunPod does the restart
