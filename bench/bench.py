@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""The worker's benchmark: how far the worker is from the bare model, measured side by side in one run.
+
+    python bench/bench.py [--write docs/PERFORMANCE.md]     (`make bench`)
+
+Rows, each beside its floor on the same machine in the same run:
+  (a) cold start: `python -m tts_worker` from process start to its first job-take (the SDK's production
+      loop against `tests/fake_runpod.py`), beside a process that imports torch and reads the checkpoint
+      bytes; full-size F5TTS_v1_Base (the packaged arch) and a real-size Vocos with random weights;
+  (b) per-job overhead: one synthesize job through the worker's handler in-process against f5_tts's
+      `infer_process` on the same model objects, reference, text, NFE and seed, with the worker's stages;
+  (c) throughput: N jobs queued at once against the same jobs one after another, through the production loop;
+  (d) peak resident memory of the worker process and of the floor process;
+  (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn.
+
+The random-weight model directory is built once (bake_models.py's tiny layout, then the full-size DiT and
+Vocos written over it) and cached in ~/.cache/tts-worker-bench. Random weights make noise, but cost what
+real weights cost: same shapes, same FLOPs, same bytes. The tiny aligner makes the alignment line meaningless
+in absolute terms; it is reported on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bake_models
+sys.path.insert(0, str(ROOT / "tests"))  # fake_runpod
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+MODEL = "F5TTS_v1_Base"
+CACHE = Path(os.environ.get("TTS_BENCH_CACHE", Path.home() / ".cache" / "tts-worker-bench"))
+# charactr/vocos-mel-24khz's backbone: the vocoder F5-TTS ships with.
+VOCOS_FULL = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
+REF_TEXT = "Some call me nature, others call me mother nature."  # f5_tts's basic_ref_en.wav, 5.33 s
+# About 10 s of speech at the reference's pace (9.6 characters/s), one chunk for both the worker and f5_tts.
+TEXT_10S = "The quick brown fox jumps over the lazy dog, then runs far away into the quiet green hills at dawn."
+TEXT_5S = "A shorter job for the throughput test, about five seconds."
+SEED = 1234
+START_TIMEOUT = 600.0
+
+
+# --- the machine ---------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    import psutil
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)  # noqa: S607
+    return {
+        "CPU": cpu,
+        "cores": f"{psutil.cpu_count(logical=True)} logical, {psutil.cpu_count(logical=False)} physical",
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "GPU": gpu,
+        "device used": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "f5-tts": metadata.version("f5-tts"),
+        "runpod": metadata.version("runpod"),
+        "commit": commit.stdout.strip() or "unknown",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# --- the full-size random-weight model directory -------------------------------------------------
+def vocos_config(dim: int, intermediate_dim: int, num_layers: int) -> str:
+    import bake_models
+
+    mel = bake_models.MEL
+    return f"""\
+feature_extractor:
+  class_path: vocos.feature_extractors.MelSpectrogramFeatures
+  init_args:
+    sample_rate: {mel["target_sample_rate"]}
+    n_fft: {mel["n_fft"]}
+    hop_length: {mel["hop_length"]}
+    n_mels: {mel["n_mel_channels"]}
+    padding: center
+backbone:
+  class_path: vocos.models.VocosBackbone
+  init_args:
+    input_channels: {mel["n_mel_channels"]}
+    dim: {dim}
+    intermediate_dim: {intermediate_dim}
+    num_layers: {num_layers}
+head:
+  class_path: vocos.heads.ISTFTHead
+  init_args:
+    dim: {dim}
+    n_fft: {mel["n_fft"]}
+    hop_length: {mel["hop_length"]}
+    padding: same
+"""
+
+
+def build_full_model_dir(out: Path) -> Path:
+    """bake_models.py's tiny layout (aligner, punkt_tab, ASR included), with a full-size F5TTS_v1_Base and a
+    real-size Vocos of random weights written over the tiny ones. Cached: rebuilt only when absent."""
+    import bake_models
+    import torch
+    from f5_tts import model as f5_model
+    from f5_tts.model.utils import get_tokenizer
+    from safetensors.torch import save_file
+    from vocos import Vocos
+
+    from tts_worker import manifest as mf
+
+    if (out / mf.MANIFEST_NAME).is_file() and not mf.verify(out, mf.load_manifest(out)):
+        return out
+    print(f"building the random-weight {MODEL} model directory in {out} (once)...", flush=True)
+    tiny = bake_models.bake_tiny(out)
+    (out / mf.MANIFEST_NAME).unlink()  # incomplete until the full-size files are in
+
+    backbone, arch, mel_type = bake_models.packaged_arch(MODEL)
+    vocab_char_map, vocab_size = get_tokenizer(str(out / mf.TTS_VOCAB), "custom")
+    torch.manual_seed(0)
+    cfm = f5_model.CFM(
+        transformer=getattr(f5_model, backbone)(
+            **arch, text_num_embeds=vocab_size, mel_dim=bake_models.MEL["n_mel_channels"]
+        ),
+        mel_spec_kwargs={**bake_models.MEL, "mel_spec_type": mel_type},
+        vocab_char_map=vocab_char_map,
+    )
+    save_file({f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}, str(out / mf.TTS_CHECKPOINT))
+    params = sum(p.numel() for p in cfm.parameters())
+    del cfm
+
+    config = out / mf.VOCODER_DIR / "config.yaml"
+    config.write_text(vocos_config(**VOCOS_FULL))
+    torch.manual_seed(0)
+    torch.save(Vocos.from_hparams(str(config)).state_dict(), out / mf.VOCODER_DIR / "pytorch_model.bin")
+
+    tts = mf.TTSSpec(
+        name=f"{MODEL}-random",
+        backbone=backbone,
+        arch=arch,
+        mel_spec_type=mel_type,
+        source=mf.Source(kind="random", files=[f"{params} parameters, torch.manual_seed(0)"]),
+    )
+    vocoder = mf.VocoderSpec(source=mf.Source(kind="random", files=[json.dumps(VOCOS_FULL)]))
+    # `tiny` = random weights: the worker says its output is noise. The sizes are the real ones.
+    mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=tiny.components, files=list(tiny.files))
+    return out
+
+
+# --- measurements --------------------------------------------------------------------------------
+@dataclass
+class Report:
+    machine: dict[str, str]
+    nfe: int
+    rows: dict[str, Any] = field(default_factory=dict)
+
+
+FLOOR = """
+import sys, time
+import torch
+n = 0
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            n += len(block)
+print("ready", n, flush=True)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM"):
+        print(line.strip(), flush=True)
+"""
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of a live process, in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def floor_start(files: list[Path]) -> tuple[float, int]:
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR, *map(str, files)], stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir()
+    )
+    assert proc.stdout is not None
+    ready = next(line for line in proc.stdout if line.startswith("ready"))
+    elapsed = time.monotonic() - t0
+    hwm = int(next(line for line in proc.stdout if line.startswith("VmHWM")).split()[1]) * 1024
+    proc.wait(timeout=60)
+    assert int(ready.split()[1]) == sum(f.stat().st_size for f in files)
+    return elapsed, hwm
+
+
+def worker_runs(model_dir: Path, repeats: int, nfe: int, jobs: int) -> dict[str, Any]:
+    """Cold start `repeats` times (each worker with MAX_CONCURRENCY=jobs, as a concurrent endpoint runs it);
+    on the last one, `jobs` jobs submitted at once vs the same jobs one after another."""
+    from fake_runpod import FakeRunPod, WorkerProcess
+    from tts_worker import manifest as mf
+
+    manifest = mf.load_manifest(model_dir)
+    files = [model_dir / manifest.tts.checkpoint, *(model_dir / f for f in mf.VOCODER_FILES)]
+    out: dict[str, Any] = {"floor": [], "worker": [], "models_ready": []}
+    for run in range(repeats):
+        seconds, floor_hwm = floor_start(files)
+        out["floor"].append(seconds)
+        out["floor_hwm"] = floor_hwm
+        with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, FakeRunPod() as fake:
+            env = {"DEVICE": os.environ.get("DEVICE", "cpu"), "MAX_CONCURRENCY": str(jobs)}
+            worker = WorkerProcess(fake, model_dir, Path(tmp), extra_env=env)
+            try:
+                take = fake.wait_take(timeout=START_TIMEOUT, process=worker)
+                out["worker"].append(take.at - worker.started)
+                for line in worker.log_tail(200_000).splitlines():
+                    if "models ready in" in line:
+                        out["models_ready"].append(float(line.rsplit("models ready in", 1)[1].split()[0]))
+                print(f"  cold start {run + 1}/{repeats}: worker {out['worker'][-1]:.1f} s, floor {seconds:.1f} s")
+                if run == repeats - 1:
+                    out["throughput"] = throughput(fake, worker, nfe, jobs)
+                    out["worker_hwm"] = vm_hwm(worker.pid)
+            finally:
+                worker.stop()
+    return out
+
+
+def throughput(fake: Any, worker: Any, nfe: int, jobs: int) -> dict[str, float]:
+    def job(i: int) -> dict[str, Any]:
+        return {"text": TEXT_5S, "seed": SEED + i, "nfe_steps": nfe}
+
+    warm = fake.submit(job(-1))  # the first job of this length builds its kernels; neither side should pay
+    assert fake.wait_results([warm], timeout=900, process=worker)[warm].ok
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    for i in range(jobs):
+        job_id = fake.submit(job(i))
+        assert fake.wait_results([job_id], timeout=900, process=worker)[job_id].ok
+    sequential = time.monotonic() - t0
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    ids = [fake.submit(job(i)) for i in range(jobs)]
+    results = fake.wait_results(ids, timeout=900, process=worker)
+    queued = time.monotonic() - t0
+    assert all(r.ok for r in results.values()), [r.body for r in results.values()]
+    audio = sum(r.output["duration"] for r in results.values())
+    print(f"  throughput: {jobs} jobs one after another {sequential:.1f} s, queued at once {queued:.1f} s")
+    return {"sequential": sequential, "queued": queued, "audio_seconds": audio}
+
+
+def overhead(model_dir: Path, nfe: int, repeats: int) -> dict[str, Any]:
+    """The worker's handler vs f5_tts's infer_process on the very same model objects, alternating runs."""
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        return _overhead(model_dir, nfe, repeats, Path(tmp))
+
+
+def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[str, Any]:
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from f5_tts.infer.utils_infer import infer_process
+
+    from tts_worker.handler import make_handler
+    from tts_worker.pipeline import Worker
+    from tts_worker.settings import Settings
+    from tts_worker.tts import default_voice
+
+    settings = Settings(model_dir=model_dir, storage_dir=storage, device=os.environ.get("DEVICE", "cpu"))
+    worker = Worker.load(settings)
+    handler = make_handler(worker)
+    # The engine's own model and vocoder objects: identical weights, memory layout and threads for both.
+    model, vocoder = worker.engine._model, worker.engine._vocoder
+    ref_file = Path(storage) / "ref.wav"
+    ref_file.write_bytes(default_voice()[0])
+
+    def bare() -> tuple[float, np.ndarray]:
+        torch.manual_seed(SEED)
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            wave, _, _ = infer_process(
+                str(ref_file),
+                REF_TEXT,
+                TEXT_10S,
+                model,
+                vocoder,
+                mel_spec_type="vocos",
+                show_info=lambda *a, **k: None,
+                progress=None,
+                nfe_step=nfe,
+                cfg_strength=2.0,
+                sway_sampling_coef=-1.0,
+                speed=1.0,
+                device=worker.engine.device,
+            )
+        return time.perf_counter() - t0, wave
+
+    def served(i: int) -> tuple[float, dict[str, Any]]:
+        job = {"id": f"bench-{i}", "input": {"text": TEXT_10S, "seed": SEED, "nfe_steps": nfe}}
+        t0 = time.perf_counter()
+        result = handler(job)
+        elapsed = time.perf_counter() - t0
+        assert "error" not in result, result
+        return elapsed, result
+
+    bare_s, served_s, results = [], [], []
+    for i in range(repeats):
+        seconds, wave = bare()
+        bare_s.append(seconds)
+        seconds, result = served(i)
+        served_s.append(seconds)
+        results.append(result)
+        print(f"  per job {i + 1}/{repeats}: worker {served_s[-1]:.2f} s, bare infer_process {bare_s[-1]:.2f} s")
+    best = results[served_s.index(min(served_s))]
+    served_audio, _ = sf.read(storage / best["audio"]["key"], dtype="float32")
+    same_length = len(served_audio) == len(wave)
+    return {
+        "bare": bare_s,
+        "served": served_s,
+        "stages": best["processing_time"]["stages"],
+        "pipeline_total": best["processing_time"]["total"],
+        "chunks": len(best["chunks"]),
+        "duration": best["duration"],
+        "bare_duration": len(wave) / 24_000,
+        "max_abs_diff": float(np.max(np.abs(served_audio - wave))) if same_length else None,
+    }
+
+
+def gpu_rows(model_dir: Path) -> list[dict[str, Any]]:
+    """RTF of f5_tts's infer_process at 16/32 NFE with SDPA and (when it imports) flash-attn. CUDA only."""
+    import torch
+    from f5_tts import model as f5_model
+    from f5_tts.infer.utils_infer import infer_process, load_model, load_vocoder
+
+    from tts_worker import manifest as mf
+    from tts_worker.tts import default_voice
+
+    manifest = mf.load_manifest(model_dir)
+    backends = ["torch"]
+    try:
+        import flash_attn  # noqa: F401
+
+        if torch.cuda.get_device_capability(0)[0] >= 8:
+            backends.append("flash_attn")
+    except (ImportError, OSError):
+        pass
+    ref = Path(tempfile.mkdtemp()) / "ref.wav"
+    ref.write_bytes(default_voice()[0])
+    vocoder = load_vocoder("vocos", is_local=True, local_path=str(model_dir / manifest.vocoder.dir), device="cuda")
+    rows = []
+    for backend in backends:
+        model = load_model(
+            getattr(f5_model, manifest.tts.backbone),
+            {**manifest.tts.arch, "attn_backend": backend},
+            str(model_dir / manifest.tts.checkpoint),
+            mel_spec_type=manifest.tts.mel_spec_type,
+            vocab_file=str(model_dir / manifest.tts.vocab),
+            device="cuda",
+        )
+        for nfe in (16, 32):
+            times = []
+            for _ in range(3):  # the first is warm-up
+                torch.manual_seed(SEED)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    wave, sr, _ = infer_process(
+                        str(ref), REF_TEXT, TEXT_10S, model, vocoder, show_info=lambda *a, **k: None,
+                        progress=None, nfe_step=nfe, device="cuda",
+                    )  # fmt: skip
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            seconds = min(times[1:])
+            rows.append({"backend": backend, "nfe": nfe, "seconds": seconds, "rtf": seconds / (len(wave) / sr)})
+        rows[-1]["dtype"] = str(next(model.parameters()).dtype)
+        del model
+        torch.cuda.empty_cache()
+    if "flash_attn" not in backends:
+        rows.append({"backend": "flash_attn", "nfe": None, "note": "flash-attn not importable or GPU below sm80"})
+    return rows
+
+
+# --- the table -----------------------------------------------------------------------------------
+def render(report: Report) -> str:
+    r = report.rows
+    gib = 2**30
+    lines = [
+        "# Performance",
+        "",
+        f"Written by `make bench` (`bench/bench.py`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Every ratio",
+        "compares two measurements taken side by side in the same run on the same machine; absolute numbers",
+        "move with the machine and its load, the ratios much less. Models: full-size F5TTS_v1_Base (the",
+        "packaged architecture) and a real-size Vocos, both with random weights (same shapes and FLOPs as",
+        "the real ones; the audio is noise), with bake_models.py's tiny aligner and ASR.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in report.machine.items()],
+        "",
+    ]
+    cs = r["workers"]
+    floor, worker = min(cs["floor"]), min(cs["worker"])
+    ready = f"; the worker logs models ready after {min(cs['models_ready']):.1f} s" if cs["models_ready"] else ""
+    lines += [
+        "## Cold start",
+        "",
+        "| | seconds | × floor |",
+        "|---|---:|---:|",
+        f"| floor: `python -c 'import torch'` + read the checkpoint and vocoder bytes | {floor:.1f} | 1.00 |",
+        f"| `python -m tts_worker`: process start to its first job-take | {worker:.1f} | {worker / floor:.2f} |",
+        "",
+        f"Best of {len(cs['worker'])} runs each, interleaved, page cache warm{ready} (load, verify, warm-up",
+        "synthesis, aligner and ASR). The rest is imports (torch, f5_tts, whisperx) and the runpod SDK's start.",
+        "",
+    ]
+    oh = r["overhead"]
+    bare, served = min(oh["bare"]), min(oh["served"])
+    align = oh["stages"].get("alignment", 0.0)
+    served_ex = served - align
+    synthesis = oh["stages"].get("synthesis", 0.0)
+    extra = served_ex - bare
+    model_stages = ("synthesis", "vocoder", "alignment")
+    around = oh["pipeline_total"] - sum(v for k, v in oh["stages"].items() if k in model_stages)
+    around += max(0.0, oh["served"][oh["served"].index(served)] - oh["pipeline_total"])
+    lines += [
+        f"## Per-job overhead: one {oh['duration']:.1f} s utterance, NFE {report.nfe}, seed {SEED}",
+        "",
+        "| | seconds | × bare |",
+        "|---|---:|---:|",
+        f"| bare f5_tts `infer_process` (same model objects, reference, text, NFE, seed) | {bare:.2f} | 1.00 |",
+        f"| worker handler, whole job | {served:.2f} | {served / bare:.3f} |",
+        f"| worker handler, excluding alignment | {served_ex:.2f} | {served_ex / bare:.3f} |",
+        f"| alignment (own line; tiny random aligner here) | {align:.2f} | |",
+        "",
+        f"Overhead of the worker over the bare model, alignment excluded: {extra:+.2f} s = "
+        f"{extra / synthesis * 100:+.1f} % of the synthesis time (target: under 5 %). Best of "
+        f"{len(oh['served'])} alternating runs. Chunks: {oh['chunks']}. Output length worker/bare: "
+        f"{oh['duration']:.2f} s / {oh['bare_duration']:.2f} s"
+        + (
+            f", largest sample difference {oh['max_abs_diff']:.2g} (16-bit WAV)."
+            if oh["max_abs_diff"] is not None
+            else "."
+        ),
+        "",
+        f"The worker's own work around the model (reference, post-processing, encoding, storage and the rest of "
+        f"its `processing_time`, plus the handler's validation): {around:.3f} s = {around / synthesis * 100:.2f} % "
+        "of the synthesis time. This part does not depend on the machine's load; the wall-clock ratio above does "
+        "(both sides run the same sampling code on the same model objects; their difference moves with the load).",
+        "",
+        "Where the worker's job time goes (its `processing_time`):",
+        "",
+        "| stage | seconds | share |",
+        "|---|---:|---:|",
+    ]
+    total = oh["pipeline_total"]
+    for stage, seconds in oh["stages"].items():
+        lines.append(f"| {stage} | {seconds:.3f} | {seconds / total * 100:.1f} % |")
+    rest = total - sum(oh["stages"].values())
+    lines += [
+        f"| other (chunking, result) | {rest:.3f} | {rest / total * 100:.1f} % |",
+        f"| total | {total:.3f} | |",
+        "",
+    ]
+
+    tp = cs["throughput"]
+    n = r["jobs"]
+    seq_rate, q_rate = n / tp["sequential"] * 60, n / tp["queued"] * 60
+    lines += [
+        f"## Throughput: {n} jobs of about {tp['audio_seconds'] / n:.1f} s each, NFE {report.nfe}, "
+        "through the production loop",
+        "",
+        "| | seconds | jobs/min | × one after another |",
+        "|---|---:|---:|---:|",
+        f"| one after another (submit, wait for the result, submit the next) | {tp['sequential']:.1f} | "
+        f"{seq_rate:.2f} | 1.00 |",
+        f"| all {n} submitted at once, MAX_CONCURRENCY={n} | {tp['queued']:.1f} | {q_rate:.2f} | "
+        f"{tp['sequential'] / tp['queued']:.2f} |",
+    ]
+    if not r["concurrency_implemented"]:
+        lines[-1] = lines[-1].replace(f"MAX_CONCURRENCY={n}", "served one at a time (no concurrency_modifier)")
+    lines.append(
+        f"| {n} concurrent jobs with cross-request batching | not implemented yet | | placeholder: "
+        "generation runs one chunk at a time (the engine's lock); batching would sample concurrent jobs' "
+        "chunks as one tensor batch |"
+    )
+    lines += [
+        "",
+        "Both sides start after one warm job of the same length. Concurrent jobs overlap their reference",
+        "fetch, alignment, encoding and upload, and skip the SDK loop's pause of up to 1 s between jobs;",
+        "sampling itself runs one chunk at a time.",
+        "",
+        "## Peak memory (resident set, VmHWM)",
+        "",
+        "| process | GiB |",
+        "|---|---:|",
+        f"| floor (import torch, read the checkpoint) | {cs['floor_hwm'] / gib:.2f} |",
+        f"| worker after start-up and the throughput jobs | {cs['worker_hwm'] / gib:.2f} |",
+        "",
+        "## GPU",
+        "",
+    ]
+    gpu = r.get("gpu")
+    if not gpu:
+        lines += ["No GPU on this machine: the RTF rows at 16 and 32 NFE with and without flash-attn are empty.", ""]
+    else:
+        lines += ["| attention | NFE | seconds | RTF | note |", "|---|---:|---:|---:|---|"]
+        for row in gpu:
+            if row.get("nfe") is None:
+                lines.append(f"| {row['backend']} | | | | {row['note']} |")
+            else:
+                lines.append(
+                    f"| {row['backend']} | {row['nfe']} | {row['seconds']:.2f} | {row['rtf']:.3f} | "
+                    f"{row.get('dtype', '')} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", type=Path, metavar="FILE", help="also write the table here (docs/PERFORMANCE.md)")
+    parser.add_argument("--nfe", type=int, default=None, help="NFE steps (default: 4 on CPU, 32 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each measurement (best is reported)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs in the throughput test")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw measurements as JSON")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where the random-weight model is built once")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    os.environ.setdefault("DEVICE", "cuda" if cuda else "cpu")
+    nfe = args.nfe or (32 if cuda else 4)
+    started = time.monotonic()
+    report = Report(machine=machine(), nfe=nfe)
+    model_dir = build_full_model_dir(args.cache / f"{MODEL}-random")
+
+    import tts_worker.__main__ as entry
+
+    report.rows["concurrency_implemented"] = "concurrency_modifier" in Path(entry.__file__).read_text()
+    report.rows["jobs"] = args.jobs
+    print("cold start and throughput (worker processes)...", flush=True)
+    report.rows["workers"] = worker_runs(model_dir, args.repeats, nfe, args.jobs)
+    print("per-job overhead (in-process)...", flush=True)
+    report.rows["overhead"] = overhead(model_dir, nfe, args.repeats)
+    if cuda:
+        print("GPU rows...", flush=True)
+        report.rows["gpu"] = gpu_rows(model_dir)
+
+    load = os.getloadavg()
+    shared = load[1] > (os.cpu_count() or 1)
+    text = render(report) + (
+        f"\nThe whole benchmark took {(time.monotonic() - started) / 60:.1f} min; load average at the end "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} logical cores"
+        + (
+            ": other work shared the machine, so absolute times are inflated; the ratios are taken side by side.\n"
+            if shared
+            else ".\n"
+        )
+    )
+    print("\n" + text)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": report.machine, "nfe": nfe, "rows": report.rows}, indent=2))
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text)
+        print(f"wrote {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
