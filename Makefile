@@ -71,3 +71,7 @@ smoke-image: smoke-base
 
 smoke-run:
 	c=$$(buildah from $(SMOKE_TAG)) && buildah run --isolation chroot $$c -- python -m tts_worker --test_input "$$(cat $(INPUT))"; rc=$$?; buildah rm $$c >/dev/null; exit $$rc
+
+.PHONY: bench
+bench: install
+	$(PY) bench/bench.py --write docs/PERFORMANCE.md
