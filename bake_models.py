@@ -282,7 +282,7 @@ def bake_tiny_asr(out: Path, seed: int = 0) -> dict[str, object]:
     return AsrSpec(name="whisper-tiny-random", dir=rel, multilingual=True, source=mf.Source(kind="tiny")).model_dump()
 
 
-def component_files(out: Path, components: dict[str, dict[str, object]]) -> list[str]:
+def component_files(out: Path, components: dict[str, dict[str, Any]]) -> list[str]:
     """Every file under the directories the alignment components name, relative to `out`."""
     dirs = [str(spec["dir"]) for spec in components.get("align", {}).values() if isinstance(spec, dict)]
     dirs += [str(components[name]["dir"]) for name in ("nltk_data", "asr") if name in components]
@@ -294,7 +294,11 @@ def bake_tiny(out: Path) -> mf.Manifest:
     (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
     tts = bake_tiny_tts(out)
     vocoder = bake_tiny_vocoder(out)
-    components = {"align": bake_tiny_align(out), "nltk_data": bake_tiny_nltk(out), "asr": bake_tiny_asr(out)}
+    components: dict[str, dict[str, Any]] = {
+        "align": bake_tiny_align(out),
+        "nltk_data": bake_tiny_nltk(out),
+        "asr": bake_tiny_asr(out),
+    }
     written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *component_files(out, components)]
     return mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=components, files=written)
 
