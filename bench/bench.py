@@ -273,19 +273,35 @@ def overhead(model_dir: Path, nfe: int, repeats: int) -> dict[str, Any]:
 
 
 def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[str, Any]:
+    import asyncio
+    import concurrent.futures
+
     import numpy as np
     import soundfile as sf
     import torch
     from f5_tts.infer.utils_infer import infer_process
 
-    from tts_worker.handler import make_handler
+    from tts_worker import handler as handlers
     from tts_worker.pipeline import Worker
     from tts_worker.settings import Settings
     from tts_worker.tts import default_voice
 
     settings = Settings(model_dir=model_dir, storage_dir=storage, device=os.environ.get("DEVICE", "cpu"))
     worker = Worker.load(settings)
-    handler = make_handler(worker)
+    # As `python -m tts_worker` serves jobs: the async handler, which runs each job in a thread of its own.
+    # (The thread that loaded the models can carry other thread settings: see `torch_threads` below.)
+    if hasattr(handlers, "make_async_handler"):
+        async_handler = handlers.make_async_handler(worker)
+
+        def handler(job: dict[str, Any]) -> dict[str, Any]:
+            return asyncio.run(async_handler(job))
+    else:
+        handler = handlers.make_handler(worker)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        torch_threads = {
+            "loading thread": torch.get_num_threads(),
+            "job thread": pool.submit(torch.get_num_threads).result(),
+        }
     # The engine's own model and vocoder objects: identical weights, memory layout and threads for both.
     model, vocoder = worker.engine._model, worker.engine._vocoder
     ref_file = Path(storage) / "ref.wav"
@@ -340,6 +356,7 @@ def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[st
         "duration": best["duration"],
         "bare_duration": len(wave) / 24_000,
         "max_abs_diff": float(np.max(np.abs(served_audio - wave))) if same_length else None,
+        "torch_threads": torch_threads,
     }
 
 
@@ -465,6 +482,9 @@ def render(report: Report) -> str:
         f"its `processing_time`, plus the handler's validation): {around:.3f} s = {around / synthesis * 100:.2f} % "
         "of the synthesis time. This part does not depend on the machine's load; the wall-clock ratio above does "
         "(both sides run the same sampling code on the same model objects; their difference moves with the load).",
+        "",
+        f"torch threads after the worker loaded its models: {oh.get('torch_threads')} on "
+        f"{os.cpu_count()} logical cores. Jobs run in the async handler's threads, as in production.",
         "",
         "Where the worker's job time goes (its `processing_time`):",
         "",
