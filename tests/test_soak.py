@@ -182,12 +182,6 @@ def test_open_descriptors_return_to_baseline(soak):
     assert soak.fds[1] == soak.fds[0], f"open descriptors {soak.fds[0]} -> {soak.fds[1]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oneDNN's primitive cache (up to 1024 primitives, one per input shape, and every job length is a new "
-    "shape) grows RSS by about 110 MB over 200 jobs before it levels off. Fix in tts_worker/__main__.py, before "
-    'torch is imported: os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0") (measured with it: +2 MB)',
-)
 def test_resident_memory_after_warm_up_grows_less_than_50_mb(soak):
     growth = soak.rss[1] - soak.rss[0]
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MB over {JOBS} jobs"
