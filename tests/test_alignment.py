@@ -183,3 +183,20 @@ def test_missing_punkt_data_for_a_language_stops_the_worker(tiny_model_dir: Path
 
     with pytest.raises(ModelDirError, match=r"punkt_tab.*german"):
         Components.from_manifest(broken)
+
+
+def test_loading_speech_recognition_leaves_torch_threads_alone(tiny_model_dir: Path, offline: None):
+    """CTranslate2 resized torch's thread pool on load, slowing synthesis in that thread."""
+    import torch
+
+    from tts_worker.alignment import Components, _load_asr
+
+    components = Components.from_manifest(load_verified(tiny_model_dir))
+    assert components.asr is not None
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _load_asr(tiny_model_dir, components.asr, "cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -308,6 +308,7 @@ def _load_aligner(model_dir: Path, language: str, spec: AlignModelSpec, device: 
 
 
 def _load_asr(model_dir: Path, spec: AsrSpec, device: str) -> Any:
+    import torch
     import whisperx
     from pyannote.audio.telemetry import set_telemetry_metrics
 
@@ -316,15 +317,25 @@ def _load_asr(model_dir: Path, spec: AsrSpec, device: str) -> Any:
     if not (path / "tokenizer.json").is_file():
         # faster-whisper would fetch one from the hub
         raise ModelDirError(f"MODEL_DIR {model_dir}: {spec.dir} has no tokenizer.json; {BAKE_HINT}")
+    # CTranslate2 defaults to 4 CPU threads and, loading, leaves torch's OpenMP pool in this thread at
+    # that size: on a 2-core machine synthesis then ran ~12 % slower. Same count as torch, and restored.
+    torch_threads = torch.get_num_threads()
     try:
         asr = whisperx.load_model(
-            str(path), device, compute_type=spec.compute_type, vad_method="pyannote", local_files_only=True
+            str(path),
+            device,
+            compute_type=spec.compute_type,
+            vad_method="pyannote",
+            local_files_only=True,
+            threads=torch_threads,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelDirError(
             f"MODEL_DIR {model_dir}: the speech recognition model in {spec.dir} failed to load "
             f"({exc.__class__.__name__}: {str(exc)[:200]}); {BAKE_HINT}"
         ) from exc
+    finally:
+        torch.set_num_threads(torch_threads)
     if asr.model.model.is_multilingual != spec.multilingual:
         logger.warning(
             "%s: the manifest says multilingual=%s, ctranslate2 says %s; language detection follows ctranslate2",
