@@ -62,7 +62,10 @@ TINY_DIT_ARCH = {
 
 MEL = {"n_fft": 1024, "hop_length": 256, "win_length": 1024, "n_mel_channels": 100, "target_sample_rate": 24000}
 
-TINY_VOCOS_CONFIG = f"""\
+
+def vocos_config(dim: int, intermediate_dim: int, num_layers: int) -> str:
+    """A Vocos `config.yaml` for the 24 kHz mel front end, at the given backbone size."""
+    return f"""\
 feature_extractor:
   class_path: vocos.feature_extractors.MelSpectrogramFeatures
   init_args:
@@ -75,17 +78,20 @@ backbone:
   class_path: vocos.models.VocosBackbone
   init_args:
     input_channels: {MEL["n_mel_channels"]}
-    dim: 32
-    intermediate_dim: 64
-    num_layers: 1
+    dim: {dim}
+    intermediate_dim: {intermediate_dim}
+    num_layers: {num_layers}
 head:
   class_path: vocos.heads.ISTFTHead
   init_args:
-    dim: 32
+    dim: {dim}
     n_fft: {MEL["n_fft"]}
     hop_length: {MEL["hop_length"]}
     padding: same
 """
+
+
+TINY_VOCOS_CONFIG = vocos_config(dim=32, intermediate_dim=64, num_layers=1)
 
 
 def bake_tiny_tts(out: Path, seed: int = 0) -> mf.TTSSpec:

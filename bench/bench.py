@@ -87,36 +87,6 @@ def machine() -> dict[str, str]:
 
 
 # --- the full-size random-weight model directory -------------------------------------------------
-def vocos_config(dim: int, intermediate_dim: int, num_layers: int) -> str:
-    import bake_models
-
-    mel = bake_models.MEL
-    return f"""\
-feature_extractor:
-  class_path: vocos.feature_extractors.MelSpectrogramFeatures
-  init_args:
-    sample_rate: {mel["target_sample_rate"]}
-    n_fft: {mel["n_fft"]}
-    hop_length: {mel["hop_length"]}
-    n_mels: {mel["n_mel_channels"]}
-    padding: center
-backbone:
-  class_path: vocos.models.VocosBackbone
-  init_args:
-    input_channels: {mel["n_mel_channels"]}
-    dim: {dim}
-    intermediate_dim: {intermediate_dim}
-    num_layers: {num_layers}
-head:
-  class_path: vocos.heads.ISTFTHead
-  init_args:
-    dim: {dim}
-    n_fft: {mel["n_fft"]}
-    hop_length: {mel["hop_length"]}
-    padding: same
-"""
-
-
 def build_full_model_dir(out: Path) -> Path:
     """bake_models.py's tiny layout (aligner, punkt_tab, ASR included), with a full-size F5TTS_v1_Base and a
     real-size Vocos of random weights written over the tiny ones. Cached: rebuilt only when absent."""
@@ -150,7 +120,7 @@ def build_full_model_dir(out: Path) -> Path:
     del cfm
 
     config = out / mf.VOCODER_DIR / "config.yaml"
-    config.write_text(vocos_config(**VOCOS_FULL))
+    config.write_text(bake_models.vocos_config(**VOCOS_FULL))
     torch.manual_seed(0)
     torch.save(Vocos.from_hparams(str(config)).state_dict(), out / mf.VOCODER_DIR / "pytorch_model.bin")
 
