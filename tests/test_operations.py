@@ -293,3 +293,11 @@ def test_s3_outage_mid_job_leaves_nothing_and_the_next_job_succeeds(s3_worker, s
     out = ok(handler, {"text": "Back again.", "word_timings": False, **FAST})
     after = set(s3_server.keys(BUCKET))
     assert after - before == {out["audio"]["key"]}
+
+
+def test_upload_errors_name_the_field_the_clip_came_in(handler):
+    silent = io.BytesIO()
+    sf.write(silent, np.zeros(32_000, np.float32), 16_000, format="WAV")
+    job = {"operation": "upload_voice", "voice_name": "quiet", "ref_text": "Nothing.",
+           "voice_base64": base64.b64encode(silent.getvalue()).decode()}  # fmt: skip
+    assert error(handler, job, "invalid_audio") == "invalid_audio: voice_base64: the clip is silent"

@@ -381,6 +381,7 @@ class Worker:
             language,
             replace=req.replace,
             transcribe=transcribe if self.aligner.has_asr else None,
+            field=where,
         )
         return {
             "status": f"Voice '{info.name}.wav' and reference text uploaded successfully.",

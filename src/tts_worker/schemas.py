@@ -174,6 +174,9 @@ def _original_subtitle_options(data: Any) -> Any:
 
 
 class _TimedRequest(Request):
+    """A text to be spoken or aligned, with what to return about its timing."""
+
+    text: str
     language: Language = "en"
     word_timings: bool = Field(True, validation_alias=AliasChoices("word_timings", "return_word_timings"))
     subtitles: SubtitlesRequest | None = None
@@ -183,10 +186,14 @@ class _TimedRequest(Request):
     def _options(cls, data: Any) -> Any:
         return _original_subtitle_options(data)
 
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _checked_text(value, info)
+
 
 class SynthesizeRequest(_TimedRequest):
     operation: Literal["synthesize"] = "synthesize"
-    text: str
     voice: VoiceName | None = Field(None, validation_alias=AliasChoices("voice", "local_voice"))
     voice_url: str | None = None
     voice_base64: str | None = None
@@ -213,11 +220,6 @@ class SynthesizeRequest(_TimedRequest):
                     data["voice_url"] = value.strip()
         return data
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _checked_text(value, info)
-
     @model_validator(mode="after")
     def _one_voice(self) -> SynthesizeRequest:
         given = [k for k in ("voice", "voice_url", "voice_base64") if getattr(self, k) is not None]
@@ -232,15 +234,9 @@ class AlignRequest(_TimedRequest):
     """Word timings (and subtitles) for audio that exists already, with its text."""
 
     operation: Literal["align"] = "align"
-    text: str
     audio_url: str | None = None
     audio_base64: str | None = None
     audio_key: str | None = Field(None, description="A key in this worker's storage, e.g. a synthesis output")
-
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _checked_text(value, info)
 
     @model_validator(mode="after")
     def _one_audio(self) -> AlignRequest:

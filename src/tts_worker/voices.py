@@ -315,8 +315,10 @@ class VoiceLibrary:
         *,
         replace: bool = False,
         transcribe: Transcriber | None = None,
+        field: str = "voice_file",
     ) -> VoiceInfo:
-        """Validate, convert and store a voice; see the module docstring for the rules."""
+        """Validate, convert and store a voice; see the module docstring for the rules. Audio errors
+        name `field`, the request field the clip came in."""
         name = checked_name(name)
         text = " ".join(ref_text.split()) if ref_text else ""
         if len(text) > MAX_REF_TEXT_CHARS:
@@ -327,19 +329,15 @@ class VoiceLibrary:
                 f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it"
             )
 
-        samples, rate = audio.decode(audio_bytes, field="voice_file")
+        samples, rate = audio.decode(audio_bytes, field=field)
         seconds = len(samples) / rate
         if seconds < self.min_seconds:
-            raise InvalidAudio(
-                f"voice_file: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed"
-            )
+            raise InvalidAudio(f"{field}: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed")
         if seconds > self.max_input_seconds:
-            raise InvalidAudio(
-                f"voice_file: the clip is {seconds:.1f} s long; the limit is {self.max_input_seconds:g} s"
-            )
+            raise InvalidAudio(f"{field}: the clip is {seconds:.1f} s long; the limit is {self.max_input_seconds:g} s")
         samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
         if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < 1e-5:
-            raise InvalidAudio("voice_file: the clip is silent")
+            raise InvalidAudio(f"{field}: the clip is silent")
         clip = trim_at_pause(samples, tts.SAMPLE_RATE, self.max_seconds)
         trimmed = len(clip) < len(samples)
         kept = len(clip) / tts.SAMPLE_RATE
@@ -355,7 +353,7 @@ class VoiceLibrary:
                 raise InvalidInput("ref_text: is required: no speech recognition model is available to transcribe")
             text = " ".join(transcribe(clip, tts.SAMPLE_RATE).split())
             if not text:
-                raise InvalidAudio("voice_file: no speech was recognised in the clip; send its ref_text")
+                raise InvalidAudio(f"{field}: no speech was recognised in the clip; send its ref_text")
             logger.info("voices: transcribed %s (%d characters)", name, len(text))
 
         wav = audio.encode(clip, tts.SAMPLE_RATE, "wav")
