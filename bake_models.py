@@ -111,6 +111,13 @@ def bake_tiny_tts(out: Path, seed: int = 0) -> mf.TTSSpec:
         mel_spec_kwargs={**MEL, "mel_spec_type": "vocos"},
         vocab_char_map=vocab_char_map,
     )
+    # DiT zero-initialises its adaptive norms and output projection, which would make the tiny
+    # transformer's flow exactly zero: the output would be the seeded noise whatever the text, the
+    # attention or the batch. Random values there make every layer shape the output, as trained ones do.
+    with torch.no_grad():
+        for param in model.transformer.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.02)
     state = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / mf.TTS_CHECKPOINT))
     return mf.TTSSpec(name="F5TTS_tiny", arch=TINY_DIT_ARCH, source=mf.Source(kind="tiny"))

@@ -167,7 +167,8 @@ def concurrent(tiny_model_dir, tmp_path_factory):
 
 
 def test_concurrent_jobs_overlap_and_each_gets_its_own_audio(concurrent):
-    """Two jobs at a time on one worker: each output is exactly what its input gives when run alone."""
+    """Two jobs at a time on one worker: each output is what its input gives when run alone (up to a 16-bit
+    rounding step when the two were sampled in one batch), never its neighbour's."""
     fake, worker, startup_tmp = concurrent
     inputs = [
         {"text": "The first voice says one thing, slowly.", "seed": 11, "nfe_steps": 2, "speed": 0.8},
@@ -182,7 +183,8 @@ def test_concurrent_jobs_overlap_and_each_gets_its_own_audio(concurrent):
     together = [(k, fake.submit(inputs[k])) for k in (0, 1, 2, 1, 0, 2)]
     results = fake.wait_results([j for _, j in together], timeout=120, process=worker)
     for k, job_id in together:
-        assert (assert_intact(worker, results[job_id], inputs[k]) == alone[k]).all(), (k, job_id)
+        samples = assert_intact(worker, results[job_id], inputs[k])
+        assert samples.shape == alone[k].shape and abs(samples - alone[k]).max() <= 2 / 32768, (k, job_id)
     assert len({results[j].output["audio"]["key"] for _, j in together}) == len(together)
 
     # Held at once: a batch take handed out two jobs, or a job was taken while another one was running.

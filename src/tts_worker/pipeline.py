@@ -26,6 +26,7 @@ import numpy as np
 
 from tts_worker import audio, subtitles, tts
 from tts_worker.alignment import Aligner
+from tts_worker.batching import Batcher
 from tts_worker.chunking import split_text
 from tts_worker.errors import InvalidInput, ModelDirError, StorageError
 from tts_worker.fetch import Fetcher
@@ -109,6 +110,7 @@ class Worker:
         self.aligner = aligner
         self.storage = storage
         self.fetcher = fetcher
+        self.batcher = Batcher(engine, max_size=settings.batch_max_size, wait_seconds=settings.batch_wait_ms / 1000)
         self.voices = VoiceLibrary(
             storage,
             max_seconds=settings.max_reference_seconds,
@@ -139,7 +141,7 @@ class Worker:
             ) from exc
         aligner = Aligner.load(settings.model_dir, manifest, device)
         if settings.warmup:
-            engine.warmup()
+            engine.warmup(batch_size=settings.batch_max_size)
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
@@ -189,25 +191,31 @@ class Worker:
 
     def synthesize(self, req: SynthesizeRequest, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
         watch = Stopwatch()
-        with watch.stage("reference"):
-            ref, voice = self._reference(req)
-        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
-        params = tts.SamplingParams(
-            nfe_steps=req.nfe_steps,
-            cfg_strength=req.cfg_strength,
-            sway_sampling_coef=req.sway_sampling_coef,
-            speed=req.speed,
-        )
-        chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
-        logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(chunks), seed)
+        with self.batcher.incoming() as incoming:
+            with watch.stage("reference"):
+                ref, voice = self._reference(req)
+            seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+            params = tts.SamplingParams(
+                nfe_steps=req.nfe_steps,
+                cfg_strength=req.cfg_strength,
+                sway_sampling_coef=req.sway_sampling_coef,
+                speed=req.speed,
+            )
+            chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
+            logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(chunks), seed)
+            gens = [tts.Generation(ref, c.text, params, (seed + i) % 2**32) for i, c in enumerate(chunks)]
+            pending = incoming.submit(gens)
 
-        waves = []
-        for i, chunk in enumerate(chunks):
-            out = self.engine.generate(ref, chunk.text, params, seed=(seed + i) % 2**32)
-            watch.add("synthesis", out.sample_seconds)
+        waves, batch_sizes = [], []
+        waited = time.perf_counter()
+        for i, future in enumerate(pending):
+            out = future.result()
             watch.add("vocoder", out.vocoder_seconds)
+            batch_sizes.append(out.batch_size)
             waves.append(audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave)
             progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
+        # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
+        watch.add("synthesis", time.perf_counter() - waited - watch.stages["vocoder"])
 
         with watch.stage("postprocess"):
             wave, ranges = audio.crossfade_join(waves, int(CROSS_FADE_SECONDS * tts.SAMPLE_RATE))
@@ -247,8 +255,9 @@ class Worker:
                     "char_end": c.end,
                     "start_sample": s,
                     "end_sample": e,
+                    "batch_size": n,
                 }
-                for i, (c, (s, e)) in enumerate(zip(chunks, ranges, strict=True))
+                for i, (c, (s, e), n) in enumerate(zip(chunks, ranges, batch_sizes, strict=True))
             ],
             "model": {"name": self.engine.name, "tiny": self.engine.tiny},
         }

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     s3_public_base_url: str | None = Field(
         None, description="When set, results link `<base>/<key>` instead of presigned URLs (a public bucket/CDN)."
     )
+    batch_max_size: int = Field(
+        4, ge=1, le=64, description="Chunks (of one or several jobs) sampled as one tensor batch; 1 = no batching."
+    )
+    batch_wait_ms: float = Field(
+        20.0, ge=0, le=1000, description="How long a batch waits for a job that has arrived but not yet submitted."
+    )
     s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request (throttling, 5xx, resets).")
     s3_retry_mode: Literal["standard", "adaptive"] = "standard"

@@ -3,9 +3,14 @@
 Loads the DiT checkpoint, vocabulary and Vocos vocoder from a baked model
 directory through f5_tts's own loaders, with the architecture taken from the
 manifest (never from the hub or the packaged yaml). Generates one chunk of text
-per call; the caller owns the chunk loop, which keeps results reproducible
-(f5_tts's own loop runs chunks in threads that share torch's RNG) and leaves
-room for progress and batching.
+per item; the caller owns the chunk loop, which keeps results reproducible
+(f5_tts's own loop runs chunks in threads that share torch's RNG).
+
+`generate_batch` samples several independent generations (other jobs' chunks
+too; see batching.py) as one tensor batch. F5's `CFM.sample` takes a batch with
+per-item lengths but seeds every item with the same seed, so `_sample` is our
+copy of it with one noise generator per item; at batch size 1 it gives exactly
+what `CFM.sample` gives (tests/test_batching.py holds it to that).
 
 Never touches the network: explicit checkpoint, vocab and local vocoder, and a
 non-empty reference text always (an empty one makes f5_tts download Whisper).
@@ -16,6 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -58,10 +65,26 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One chunk to speak: the voice, the text, how to sample it and the seed of its noise."""
+
+    ref: Reference
+    text: str
+    params: SamplingParams
+    seed: int
+
+    @property
+    def batch_key(self) -> tuple[int, float, float]:
+        """Generations batch together when these agree (one time grid and guidance for the whole batch)."""
+        return (self.params.nfe_steps, self.params.cfg_strength, self.params.sway_sampling_coef)
+
+
+@dataclass(frozen=True)
 class ChunkAudio:
     wave: np.ndarray  # float32 at SAMPLE_RATE
-    sample_seconds: float
-    vocoder_seconds: float
+    sample_seconds: float  # of the whole batch this chunk was sampled in
+    vocoder_seconds: float  # of this chunk alone
+    batch_size: int = 1  # generations sampled together with this one, itself included
 
 
 def default_voice() -> tuple[bytes, str]:
@@ -90,7 +113,7 @@ class F5Engine:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model: Any, vocoder: Any, device: str, manifest: Manifest) -> None:
-        self._model = model
+        self._model = model.eval()  # f5_tts's loader leaves training mode (dropout) on; CFM.sample sets this
         self._vocoder = vocoder
         self.device = device
         self.name = manifest.tts.name
@@ -105,15 +128,21 @@ class F5Engine:
         from f5_tts.infer.utils_infer import load_model, load_vocoder
 
         backbone = getattr(f5_model, manifest.tts.backbone)
-        arch = {**manifest.tts.arch, "attn_backend": _attention_backend(device)}
-        model = load_model(
-            backbone,
-            arch,
-            str(model_dir / manifest.tts.checkpoint),
-            mel_spec_type=manifest.tts.mel_spec_type,
-            vocab_file=str(model_dir / manifest.tts.vocab),
-            device=device,
-        )
+        # Attention masks on: a batch pads shorter items to the longest, and without the mask their
+        # frames would attend to the padding. A single generation passes no mask, so it is unaffected.
+        arch = {**manifest.tts.arch, "attn_backend": _attention_backend(device), "attn_mask_enabled": True}
+        with warnings.catch_warnings():
+            # "attn_mask_enabled=True with attn_backend='torch' can consume large GPU memory": it is
+            # what batching costs without flash-attn; docs/PERFORMANCE.md sizes BATCH_MAX_SIZE for it.
+            warnings.filterwarnings("ignore", message="attn_mask_enabled=True", category=UserWarning)
+            model = load_model(
+                backbone,
+                arch,
+                str(model_dir / manifest.tts.checkpoint),
+                mel_spec_type=manifest.tts.mel_spec_type,
+                vocab_file=str(model_dir / manifest.tts.vocab),
+                device=device,
+            )
         vocoder = load_vocoder("vocos", is_local=True, local_path=str(model_dir / manifest.vocoder.dir), device=device)
         engine = cls(model, vocoder, device, manifest)
         logger.info(
@@ -160,42 +189,105 @@ class F5Engine:
         return max(20, int(rate * (MAX_GENERATION_SECONDS - ref.seconds) * speed))
 
     def generate(self, ref: Reference, text: str, params: SamplingParams, seed: int) -> ChunkAudio:
+        return self.generate_batch([Generation(ref, text, params, seed)])[0]
+
+    def generate_batch(self, gens: Sequence[Generation]) -> list[ChunkAudio]:
+        """Sample `gens` as one batch (they must share `batch_key`), then vocode each; in order."""
+        if not gens or len({g.batch_key for g in gens}) != 1:
+            raise ValueError("generate_batch needs one or more generations with the same sampling parameters")
         from f5_tts.model.utils import convert_char_to_pinyin
 
-        text = " ".join(text.split())
-        speed = SHORT_TEXT_SPEED if len(text.encode("utf-8")) < SHORT_TEXT_BYTES else params.speed
-        ref_frames = ref.audio.shape[-1] // HOP_LENGTH
-        ref_bytes = len(ref.text.encode("utf-8"))
-        duration = ref_frames + int(ref_frames / ref_bytes * len(text.encode("utf-8")) / speed)
+        texts, ref_frames, durations = [], [], []
+        for g in gens:
+            text = " ".join(g.text.split())
+            speed = SHORT_TEXT_SPEED if len(text.encode("utf-8")) < SHORT_TEXT_BYTES else g.params.speed
+            frames = g.ref.audio.shape[-1] // HOP_LENGTH
+            ref_bytes = len(g.ref.text.encode("utf-8"))
+            texts.append(g.ref.text + text)
+            ref_frames.append(frames)
+            durations.append(frames + int(frames / ref_bytes * len(text.encode("utf-8")) / speed))
         try:
             with self._lock, torch.inference_mode():
                 t0 = time.perf_counter()
-                mel, _ = self._model.sample(
-                    cond=ref.audio,
-                    text=convert_char_to_pinyin([ref.text + text]),
-                    duration=duration,
-                    steps=params.nfe_steps,
-                    cfg_strength=params.cfg_strength,
-                    sway_sampling_coef=params.sway_sampling_coef,
-                    seed=seed,
-                )
-                mel = mel.to(torch.float32)[:, ref_frames:, :].permute(0, 2, 1)
-                t1 = time.perf_counter()
-                wave = self._vocoder.decode(mel)
-                if ref.rms < TARGET_RMS:
-                    wave = wave * (ref.rms / TARGET_RMS)
-                out = wave.squeeze(0).cpu().numpy().astype(np.float32, copy=False)
-                t2 = time.perf_counter()
+                mel, lengths = self._sample(gens, convert_char_to_pinyin(texts), durations)
+                sample_seconds = time.perf_counter() - t0
+                out = []
+                for i, g in enumerate(gens):
+                    t1 = time.perf_counter()
+                    spoken = mel[i : i + 1, ref_frames[i] : lengths[i], :].to(torch.float32).permute(0, 2, 1)
+                    wave = self._vocoder.decode(spoken)
+                    if g.ref.rms < TARGET_RMS:
+                        wave = wave * (g.ref.rms / TARGET_RMS)
+                    samples = wave.squeeze(0).cpu().numpy().astype(np.float32, copy=False)
+                    out.append(ChunkAudio(samples, sample_seconds, time.perf_counter() - t1, len(gens)))
         except torch.cuda.OutOfMemoryError as exc:
             raise ModelError("synthesis ran out of GPU memory; the worker will restart") from exc
         except RuntimeError as exc:
             logger.exception("synthesis failed")
             raise ModelError("synthesis failed in the model; the worker will restart") from exc
-        return ChunkAudio(wave=out, sample_seconds=t1 - t0, vocoder_seconds=t2 - t1)
+        return out
 
-    def warmup(self) -> None:
-        """One short generation so kernels, allocator and caches are ready before the first job."""
+    def _sample(
+        self, gens: Sequence[Generation], text: list[list[str]], durations: list[int]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """F5's `CFM.sample` (f5-tts 1.1, Euler with EPSS steps and sway sampling, classifier-free
+        guidance) for a batch of independent generations: item i is conditioned on its own reference
+        mel and text, and its noise comes from its own generator seeded with its own seed. Returns the
+        mel batch (b, frames, mels; reference frames included) and each item's length in frames."""
+        from f5_tts.model.utils import get_epss_timesteps, lens_to_mask, list_str_to_idx
+        from torch.nn.utils.rnn import pad_sequence
+        from torchdiffeq import odeint
+
+        model = self._model
+        params = gens[0].params
+        device = self.device
+        dtype = next(model.parameters()).dtype
+        conds = [model.mel_spec(g.ref.audio).permute(0, 2, 1)[0].to(dtype) for g in gens]
+        lens = torch.tensor([c.shape[0] for c in conds], device=device, dtype=torch.long)
+        tokens = list_str_to_idx(text, model.vocab_char_map).to(device)
+        duration = torch.tensor(durations, device=device, dtype=torch.long)
+        # As upstream: at least the text or the prompt plus one frame, so something is generated.
+        duration = torch.maximum(torch.maximum((tokens != -1).sum(dim=-1), lens) + 1, duration)
+        max_duration = int(duration.amax())
+
+        cond = pad_sequence(conds, batch_first=True)
+        cond = torch.nn.functional.pad(cond, (0, 0, 0, max_duration - cond.shape[1]), value=0.0)
+        cond_mask = lens_to_mask(lens, length=max_duration).unsqueeze(-1)
+        step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
+        mask = lens_to_mask(duration) if len(gens) > 1 else None  # upstream passes none for one item
+
+        def flow(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            if params.cfg_strength < 1e-5:
+                return model.transformer(
+                    x=x, cond=step_cond, text=tokens, time=t, mask=mask,
+                    drop_audio_cond=False, drop_text=False, cache=True,
+                )  # fmt: skip
+            both = model.transformer(x=x, cond=step_cond, text=tokens, time=t, mask=mask, cfg_infer=True, cache=True)
+            pred, null_pred = torch.chunk(both, 2, dim=0)
+            return pred + (pred - null_pred) * params.cfg_strength
+
+        noise = []
+        for g, frames in zip(gens, duration.tolist(), strict=True):
+            generator = torch.Generator(device=device).manual_seed(g.seed)  # = torch.manual_seed(seed) upstream
+            noise.append(torch.randn(frames, model.num_channels, generator=generator, device=device, dtype=dtype))
+        y0 = pad_sequence(noise, padding_value=0, batch_first=True)
+
+        t = get_epss_timesteps(params.nfe_steps, device=device, dtype=dtype)
+        t = t + params.sway_sampling_coef * (torch.cos(torch.pi / 2 * t) - 1 + t)
+        try:
+            trajectory = odeint(flow, y0, t, **model.odeint_kwargs)
+        finally:
+            model.transformer.clear_cache()
+        return torch.where(cond_mask, cond, trajectory[-1]), duration.tolist()
+
+    def warmup(self, batch_size: int = 1) -> None:
+        """Short generations, alone and (when batching) two at once, so kernels, allocator and caches
+        are ready before the first job."""
         samples = np.zeros(SAMPLE_RATE * 2, dtype=np.float32)
         samples[::100] = 0.5
         ref = self.prepare_reference(samples, "Warm up.", max_seconds=MAX_GENERATION_SECONDS)
-        self.generate(ref, "Warming up the model.", SamplingParams(nfe_steps=2), seed=0)
+        params = SamplingParams(nfe_steps=2)
+        self.generate(ref, "Warming up the model.", params, seed=0)
+        if batch_size > 1:
+            texts = ["Warming up a batch.", "Warming up a batch, with a longer second item."]
+            self.generate_batch([Generation(ref, text, params, seed=0) for text in texts])
