@@ -1,5 +1,6 @@
 """Fetching reference audio: every refusal, against a loopback https server with a self-signed
-certificate standing in for the internet (allowed only through the test-only `allow_addresses`)."""
+certificate standing in for the internet (allowed through the test-only `allow_addresses`, or through
+the production setting `FETCH_ALLOW_NETWORKS` in the tests of that setting)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
 
 from s3server import BUCKET, SeaweedS3, s3_server, s3_settings
 from tts_worker.errors import InvalidAudio, InvalidInput
@@ -127,6 +129,16 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         elif route == "/hang":
+            Handler.release.wait(10)
+        elif route == "/stall":  # the answer starts, then the body stops coming
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(CLIP)))
+            self.end_headers()
+            try:
+                self.wfile.write(CLIP[:1000])
+                self.wfile.flush()
+            except OSError:
+                pass
             Handler.release.wait(10)
         elif route == "/drip":
             self.send_response(200)
@@ -323,6 +335,58 @@ def test_international_names_are_checked_in_their_ascii_form():
     assert asked == ["xn--bcher-kva.example"]
 
 
+# -- FETCH_ALLOW_NETWORKS -----------------------------------------------------------------------------
+
+
+def test_allowed_networks_let_an_internal_server_through(tls, https_site: str, http_site: str):
+    """An operator's asset server inside the VPC: its network is listed, nothing else opens up."""
+    port = https_site.split(":")[1]
+    internal = Fetcher(settings(fetch_allow_networks="10.0.0.0/8, 127.0.0.0/8"), verify=tls[1])
+    assert internal.fetch_bytes(f"https://127.0.0.1:{port}/clip.wav", field="voice_url") == CLIP
+    refused(internal, "https://192.168.1.10/voice.wav", "192.168.1.10 is a private address")
+    refused(internal, "https://[::1]/voice.wav", "a loopback address")
+    refused(internal, f"https://[::ffff:127.0.0.1]:{port}/clip.wav", "loopback")  # a v4 network covers v4 only
+    # With networks allowed, internal names are judged by their addresses, not refused by name.
+    http_port = http_site.split(":")[1]
+    names = {"assets.internal": ["127.0.0.1"], "db.internal": ["172.16.0.9"], "mixed.internal": ["127.0.0.1", "::1"]}
+    resolving = Fetcher(
+        settings(fetch_allow_networks="127.0.0.1", fetch_allow_http=True), resolver=lambda h, p: names[h]
+    )
+    assert resolving.fetch_bytes(f"http://assets.internal:{http_port}/clip.wav", field="voice_url") == CLIP
+    refused(resolving, "http://db.internal/voice.wav", r"db.internal \(172.16.0.9\) is a private address")
+    refused(resolving, "http://mixed.internal/voice.wav", r"mixed.internal \(::1\) is a loopback address")
+    refused(Fetcher(settings(fetch_allow_http=True)), f"http://assets.internal:{http_port}/clip.wav", "internal host")
+
+
+def test_metadata_stays_refused_inside_allowed_networks():
+    lookups: list[str] = []
+    fetcher = Fetcher(
+        settings(fetch_allow_networks="169.254.0.0/16, 168.63.0.0/16, 100.64.0.0/10, fd00::/8"),
+        resolver=lambda h, p: lookups.append(h) or ["169.254.169.254"],
+    )
+    for host in ("169.254.169.254", "169.254.170.2", "168.63.129.16", "100.100.100.200", "[fd00:ec2::254]"):
+        refused(fetcher, f"https://{host}/latest/meta-data/", "is a cloud metadata address")
+    refused(fetcher, "https://[::ffff:169.254.169.254]/latest/", "cloud metadata address")
+    refused(fetcher, "https://metadata.google.internal/computeMetadata/v1/", "internal host name")
+    refused(fetcher, "https://imds.internal/latest/", r"imds.internal \(169.254.169.254\) is a cloud metadata")
+    assert lookups == ["imds.internal"]
+
+
+def test_allowed_networks_setting_is_validated(monkeypatch):
+    monkeypatch.setenv("FETCH_ALLOW_NETWORKS", " 10.1.0.0/16 ,192.168.4.7,fd12:3456::/48, ")
+    assert [str(n) for n in Settings().fetch_networks()] == ["10.1.0.0/16", "192.168.4.7/32", "fd12:3456::/48"]
+    assert Settings(fetch_allow_networks="").fetch_networks() == ()
+    for value, problem in [
+        ("10.0.0.0/8,assets.internal", "'assets.internal' is not an IP address or network"),
+        ("10.0.0.300", "'10.0.0.300' is not an IP address"),
+        ("0.0.0.0/0", "'0.0.0.0/0' is too wide"),
+        ("::/0", "'::/0' is too wide"),
+    ]:
+        with pytest.raises(ValidationError, match="fetch_allow_networks") as caught:
+            Settings(fetch_allow_networks=value)
+        assert problem in str(caught.value)
+
+
 # -- redirects ----------------------------------------------------------------------------------------
 
 
@@ -379,10 +443,13 @@ def test_size_cap_on_declared_length_and_while_streaming(tls, https_site: str):
     assert time.monotonic() - t0 < 3  # cut off at the cap, not after the server's 125 MiB
 
 
-def test_hanging_server_times_out(fetcher: Fetcher, https_site: str):
+def test_hanging_or_stalling_server_times_out(fetcher: Fetcher, https_site: str):
     t0 = time.monotonic()
     refused(fetcher, f"https://{https_site}/hang", "did not answer in time")
     assert time.monotonic() - t0 < 3  # read timeout 1 s
+    t0 = time.monotonic()
+    refused(fetcher, f"https://{https_site}/stall", r"127.0.0.1 stopped sending the file \(nothing for 1 s\)$")
+    assert time.monotonic() - t0 < 3
 
 
 def test_slow_drip_hits_the_overall_deadline(tls, https_site: str):

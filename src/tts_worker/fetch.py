@@ -32,9 +32,14 @@ make the worker read its own network or the cloud's metadata service):
 Every refusal is an `InvalidInput` (or `InvalidAudio` for content that is not
 usable audio) whose message starts with the request field's name.
 
-For tests only, `allow_addresses` exempts given addresses/networks from the
-address check (so a loopback server can stand in for the internet) and
-`resolver` replaces DNS; production builds a `Fetcher` from settings alone.
+`FETCH_ALLOW_NETWORKS` exempts the listed addresses/networks from the public
+address check (an asset server inside the VPC); cloud metadata addresses and
+names stay refused even inside them. With it set, names such as `*.internal`
+are resolved and judged by their addresses instead of refused by name.
+
+For tests, `allow_addresses` adds networks to that list (so a loopback server
+can stand in for the internet) and `resolver` replaces DNS; production builds a
+`Fetcher` from settings alone.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ METADATA_NETWORKS = tuple(
 METADATA_HOSTNAMES = frozenset(
     {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
 )
+METADATA_REFUSAL = "a cloud metadata address"
 REDIRECTS = (301, 302, 303, 307, 308)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -106,7 +112,7 @@ def address_refusal(ip: IPAddress) -> str | None:
         if embedded is not None:
             return address_refusal(embedded)
     if any(ip in net for net in METADATA_NETWORKS):
-        return "a cloud metadata address"
+        return METADATA_REFUSAL
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:
@@ -167,8 +173,11 @@ class Fetcher:
         self.settings = settings
         self.storage = storage
         self.verify = verify
-        # Tests only: networks exempt from the address check. Never set from settings or requests.
-        self.allow_networks = tuple(ipaddress.ip_network(a, strict=False) for a in allow_addresses)
+        # Networks exempt from the public-address check: FETCH_ALLOW_NETWORKS, plus `allow_addresses` (tests).
+        # Never from requests.
+        self.allow_networks = settings.fetch_networks() + tuple(
+            ipaddress.ip_network(a, strict=False) for a in allow_addresses
+        )
         self.resolve = resolver or _system_resolver
         self.max_bytes = settings.fetch_max_bytes
 
@@ -223,9 +232,9 @@ class Fetcher:
     # -- https:// -------------------------------------------------------------------------------------
 
     def _check_address(self, ip: IPAddress, host: str, field: str) -> None:
-        if any(ip in net for net in self.allow_networks):
-            return
         reason = address_refusal(ip)
+        if reason and reason != METADATA_REFUSAL and any(ip in net for net in self.allow_networks):
+            return  # an allowed network never opens the metadata service
         if reason:
             shown = host if host == str(ip) else f"{host} ({ip})"
             raise InvalidInput(f"{field}: {shown} is {reason}; only public internet addresses can be fetched")
@@ -250,7 +259,8 @@ class Fetcher:
         host = parsed.raw_host.decode("ascii").strip("[]").rstrip(".").lower()
         if not host:
             raise InvalidInput(f"{field}: the URL has no host")
-        if host in METADATA_HOSTNAMES or host == "localhost" or host.endswith((".internal", ".localhost")):
+        internal = host == "localhost" or host.endswith((".internal", ".localhost"))
+        if host in METADATA_HOSTNAMES or (internal and not self.allow_networks):
             raise InvalidInput(f"{field}: {host} is an internal host name; only public internet hosts can be fetched")
         port = parsed.port or (443 if scheme == "https" else 80)
         try:
@@ -318,11 +328,17 @@ class Fetcher:
         if declared and declared.strip().isdigit() and int(declared) > self.max_bytes:
             raise InvalidInput(too_large)
         body = bytearray()
-        for chunk in response.iter_bytes():  # as received: a chunk size would wait to fill it
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise InvalidInput(too_large)
-            if time.monotonic() > deadline:
-                raise InvalidInput(f"{field}: the download took longer than {self.settings.fetch_deadline_seconds:g} s")
+        try:
+            for chunk in response.iter_bytes():  # as received: a chunk size would wait to fill it
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise InvalidInput(too_large)
+                if time.monotonic() > deadline:
+                    took = self.settings.fetch_deadline_seconds
+                    raise InvalidInput(f"{field}: the download took longer than {took:g} s")
+        except httpx.TimeoutException:
+            # The answer started, then the body stalled: not the same as a server that never answers.
+            stalled = self.settings.fetch_read_timeout
+            raise InvalidInput(f"{field}: {host} stopped sending the file (nothing for {stalled:g} s)") from None
         logger.info("fetch: %d bytes from %s", len(body), host)
         return bytes(body)

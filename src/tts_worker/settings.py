@@ -7,11 +7,33 @@ reach a log line or a repr.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """`"10.0.0.0/8, 192.168.4.7"` as networks; ValueError naming the entry that is not one.
+
+    A network wider than /8 (IPv4) or /7 (IPv6) is refused: it would switch the address check off, not
+    make room for one internal server."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8 or fd00:1::/64)") from None
+        if network.prefixlen < (8 if network.version == 4 else 7):
+            raise ValueError(f"{item!r} is too wide; list only the networks of the servers to fetch from")
+        networks.append(network)
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -71,9 +93,24 @@ class Settings(BaseSettings):
     fetch_read_timeout: float = Field(15.0, gt=0, le=300)
     fetch_deadline_seconds: float = Field(60.0, gt=0, le=600, description="Whole download, redirects included.")
     fetch_max_redirects: int = Field(3, ge=0, le=10)
+    fetch_allow_networks: str = Field(
+        "",
+        description="Comma-separated addresses/networks (CIDR) exempt from the public-address check, e.g. an "
+        "asset server inside the VPC. Cloud metadata addresses stay refused.",
+    )
     min_audio_seconds: float = Field(1.0, ge=0.1, le=10.0, description="Shortest accepted reference/upload.")
     max_audio_seconds: float = Field(300.0, ge=1.0, le=3600.0, description="Longest accepted input before trim.")
     reference_cache_entries: int = Field(16, ge=0, le=1024, description="Prepared references kept per worker.")
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def fetch_networks(self) -> tuple[Network, ...]:
+        """`FETCH_ALLOW_NETWORKS`, parsed."""
+        return parse_networks(self.fetch_allow_networks)
 
     def resolved_device(self) -> str:
         if self.device != "auto":
