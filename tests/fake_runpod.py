@@ -275,10 +275,16 @@ class WorkerProcess:
         workdir: Path,
         *,
         extra_env: dict[str, str] | None = None,
+        storage_dir: Path | None = None,
+        tmp_dir: Path | None = None,
+        relay_log: bool = False,
     ) -> None:
+        """`storage_dir` / `tmp_dir` default to `workdir/storage` and `workdir/tmp`. With `relay_log` the worker
+        writes its output to a pipe that a thread copies to `log_path`, so a file-size limit put on the worker
+        (RLIMIT_FSIZE) does not stop its logging."""
         self.workdir = workdir
-        self.storage_dir = workdir / "storage"
-        self.tmp_dir = workdir / "tmp"
+        self.storage_dir = storage_dir or workdir / "storage"
+        self.tmp_dir = tmp_dir or workdir / "tmp"
         self.log_path = workdir / "worker.log"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
@@ -298,10 +304,20 @@ class WorkerProcess:
             [sys.executable, "-m", "tts_worker"],
             env=env,
             cwd=workdir,
-            stdout=self._log,
+            stdout=subprocess.PIPE if relay_log else self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._relay: threading.Thread | None = None
+        if relay_log:
+            self._relay = threading.Thread(target=self._copy_log, name="worker-log", daemon=True)
+            self._relay.start()
+
+    def _copy_log(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._log.write(line)
+            self._log.flush()
 
     @property
     def pid(self) -> int:
@@ -332,6 +348,8 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)  # the session we created: only our worker and its children
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        if self._relay is not None:
+            self._relay.join(timeout=10)
         self._log.close()
         return self.proc.returncode
 

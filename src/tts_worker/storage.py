@@ -17,8 +17,9 @@ Backends:
 
 `open_storage(settings)` picks the backend. Every failure is a `StorageError`
 whose message names the operation and key and a short cause (an S3 error code,
-"connection failed", "timed out"); never credentials, endpoint URLs or
-signatures. `StagedWrites` records what one job puts so a failed job removes it.
+with a hint to check the credentials when the store refuses them; "could not
+connect", "timed out"); never credentials, endpoint URLs or signatures.
+`StagedWrites` records what one job puts so a failed job removes it.
 """
 
 from __future__ import annotations
@@ -174,6 +175,12 @@ class LocalStorage:
         return out
 
 
+# Answers that mean the key pair is wrong, revoked or lacks the permission (AWS, B2, R2, MinIO, SeaweedFS).
+_CREDENTIAL_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
+)
+
+
 def _cause(exc: BaseException) -> str:
     """A short, secret-free cause for a boto3/botocore failure (follows the exception chain)."""
     from botocore.exceptions import (
@@ -194,7 +201,14 @@ def _cause(exc: BaseException) -> str:
             error = seen.response.get("Error", {})
             code = str(error.get("Code") or "error")[:64]
             status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return f"S3 answered {code}" + (f", HTTP {status}" if status else "")
+            # A HEAD has no body, so its error code is just the status ("403").
+            if code == str(status):
+                answer = f"S3 answered HTTP {status}"
+            else:
+                answer = f"S3 answered {code}" + (f", HTTP {status}" if status else "")
+            if code in _CREDENTIAL_CODES or status in (401, 403):
+                answer += "; check the storage credentials"
+            return answer
         if isinstance(seen, ConnectTimeoutError | ReadTimeoutError):
             return "timed out waiting for the storage endpoint"
         if isinstance(seen, EndpointConnectionError | ConnectionClosedError):
