@@ -221,3 +221,45 @@ def test_model_failure_asks_runpod_to_refresh_the_worker(concurrent):
     assert "the worker will restart" in result.error and "Traceback" not in result.error
     assert result.body.get("stopPod") is True
     assert worker.poll() is None  # the worker answers; RunPod does the restart
+
+
+@pytest.fixture(scope="module")
+def streaming(tiny_model_dir, tmp_path_factory):
+    """A third worker, deployed with STREAMING=true: its handler is an async generator."""
+    with FakeRunPod() as fake:
+        worker = WorkerProcess(fake, tiny_model_dir, tmp_path_factory.mktemp("stream"), extra_env={"STREAMING": "1"})
+        try:
+            fake.wait_take(process=worker, timeout=START_TIMEOUT)
+            yield fake, worker
+        finally:
+            worker.stop()
+
+
+def test_streamed_chunks_are_posted_as_they_are_ready_and_aggregated(streaming):
+    """Each chunk goes to RunPod's job-stream as soon as it is stored, before the job is done; the job-done
+    post (what /runsync returns) holds every partial and then the whole result."""
+    fake, worker = streaming
+    text = " ".join(f"Streamed sentence {i} is long enough to fill part of a chunk on its own." for i in range(6))
+    job = {"text": text, "stream": True, "seed": 5, "nfe_steps": 2}
+    job_id = fake.submit(job)
+    done = fake.wait_results([job_id], timeout=120, process=worker)[job_id]
+    posted = [s for s in fake.streams if s.job_id == job_id]
+
+    assert done.ok, done.body
+    *partials, final = done.output
+    assert len(partials) == len(final["chunks"]) > 1 and final["type"] == "result"
+    assert [p.output for p in posted] == done.output  # every yield streamed, in order
+    assert all(p.at < done.at for p in posted) and posted[0].at < posted[-1].at
+    whole = assert_intact(worker, Result(job_id, {"output": final}, stream=False, at=done.at), job)
+    for part in partials:
+        samples, rate = sf.read(worker.storage_dir / part["audio"]["key"], dtype="float32")
+        assert rate == SAMPLE_RATE and len(samples) == part["samples"]
+        assert part["start_sample"] + len(samples) <= len(whole)
+
+    plain = fake.submit({"text": "Not streamed.", "nfe_steps": 2})
+    result = fake.wait_results([plain], timeout=60, process=worker)[plain]
+    assert result.ok and len(result.output) == 1 and result.output[0]["status"] == "completed"
+
+    bad = fake.submit({"text": "", "stream": True})
+    failed = fake.wait_results([bad], timeout=60, process=worker)[bad]
+    assert failed.error is not None and failed.error.startswith("invalid_input: text:"), failed.body

@@ -22,6 +22,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 import logging
 import sys
+from typing import Any
 
 from tts_worker import log
 from tts_worker.errors import ModelDirError, StorageError
@@ -33,7 +34,7 @@ logger = logging.getLogger("tts_worker")
 def main() -> None:
     settings = Settings()
     log.configure(settings.log_level)
-    from tts_worker.handler import make_async_handler
+    from tts_worker.handler import make_async_handler, make_streaming_handler
     from tts_worker.pipeline import Worker
 
     try:
@@ -46,12 +47,14 @@ def main() -> None:
 
     # Progress goes to RunPod's job API; locally (--test_input, --rp_serve_api) there is none to post to.
     progress = runpod.serverless.progress_update if settings.runpod_webhook_post_output else None
-    runpod.serverless.start(
-        {
-            "handler": make_async_handler(worker, progress),
-            "concurrency_modifier": lambda current: settings.max_concurrency,
-        }
-    )
+    config: dict[str, Any] = {"concurrency_modifier": lambda current: settings.max_concurrency}
+    if settings.streaming:
+        # The SDK reads `refresh_worker` from this dict after each job: set, it asks RunPod for a new worker.
+        config["handler"] = make_streaming_handler(worker, progress, lambda: config.update(refresh_worker=True))
+        config["return_aggregate_stream"] = True
+    else:
+        config["handler"] = make_async_handler(worker, progress)
+    runpod.serverless.start(config)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     return soxr.resample(samples, rate, target).astype(np.float32, copy=False)
 
 
+def crossfade_overlap(prev: int, nxt: int, fade: int) -> int:
+    """Samples two chunks of these lengths overlap by in `crossfade_join`."""
+    return max(0, min(fade, prev // 2, nxt // 2))
+
+
 def crossfade_join(waves: list[np.ndarray], fade: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Join chunks with a linear cross-fade of up to `fade` samples.
 
@@ -62,7 +67,7 @@ def crossfade_join(waves: list[np.ndarray], fade: int) -> tuple[np.ndarray, list
     out = waves[0].astype(np.float32, copy=True)
     bounds = [0]
     for prev, wave in itertools.pairwise(waves):
-        n = min(fade, len(prev) // 2, len(wave) // 2)
+        n = crossfade_overlap(len(prev), len(wave), fade)
         if n <= 0:
             bounds.append(len(out))
             out = np.concatenate([out, wave])

@@ -27,7 +27,7 @@ import numpy as np
 from tts_worker import audio, subtitles, tts
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
-from tts_worker.chunking import split_text
+from tts_worker.chunking import TextChunk, split_text
 from tts_worker.errors import InvalidInput, ModelDirError, StorageError
 from tts_worker.fetch import Fetcher
 from tts_worker.manifest import load_verified
@@ -48,10 +48,14 @@ from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
 
-CROSS_FADE_SECONDS = 0.15
+CROSS_FADE = int(0.15 * tts.SAMPLE_RATE)  # samples two chunks overlap by when joined
 
 Progress = Callable[[dict[str, Any]], None]
 """Receives progress updates of a running job (RunPod's `progress_update`)."""
+
+
+Emit = Callable[[dict[str, Any]], None]
+"""Receives a streaming job's partial results, each as soon as it is stored."""
 
 
 def _no_progress(update: dict[str, Any]) -> None:
@@ -145,11 +149,14 @@ class Worker:
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
-    def run(self, request: Request, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
+    def run(
+        self, request: Request, job_id: str, progress: Progress = _no_progress, emit: Emit | None = None
+    ) -> dict[str, Any]:
+        """Execute one request. `emit`, when the handler streams, receives partial results."""
         self._remove_orphans()
         match request:
             case SynthesizeRequest():
-                return self.synthesize(request, job_id, progress)
+                return self.synthesize(request, job_id, progress, emit)
             case AlignRequest():
                 return self.align(request, job_id, progress)
             case UploadVoiceRequest():
@@ -189,8 +196,31 @@ class Worker:
 
     # -- synthesize -----------------------------------------------------------------------------------
 
-    def synthesize(self, req: SynthesizeRequest, job_id: str, progress: Progress = _no_progress) -> dict[str, Any]:
+    def synthesize(
+        self, req: SynthesizeRequest, job_id: str, progress: Progress = _no_progress, emit: Emit | None = None
+    ) -> dict[str, Any]:
+        """Speak `req.text`. With `req.stream`, each chunk is stored and passed to `emit` as soon as it is
+        ready (a partial result); the return value is the whole result either way."""
+        if req.stream and emit is None:
+            raise InvalidInput("stream: this endpoint does not stream; deploy it with STREAMING=true")
         watch = Stopwatch()
+        stem = uuid.uuid4().hex
+        with self._staged() as staged:  # a failed job's streamed chunks go too
+            waves, chunks, batch_sizes, seed, voice = self._speak(req, job_id, stem, watch, progress, staged, emit)
+            return self._finish(req, job_id, stem, watch, progress, staged, waves, chunks, batch_sizes, seed, voice)
+
+    def _speak(
+        self,
+        req: SynthesizeRequest,
+        job_id: str,
+        stem: str,
+        watch: Stopwatch,
+        progress: Progress,
+        staged: StagedWrites,
+        emit: Emit | None,
+    ) -> tuple[list[np.ndarray], list[TextChunk], list[int], int, str]:
+        """Generate every chunk through the batcher: all at once, or (streaming) one after another so the
+        first is out soonest."""
         with self.batcher.incoming() as incoming:
             with watch.stage("reference"):
                 ref, voice = self._reference(req)
@@ -204,39 +234,106 @@ class Worker:
             chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
             logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(chunks), seed)
             gens = [tts.Generation(ref, c.text, params, (seed + i) % 2**32) for i, c in enumerate(chunks)]
-            pending = incoming.submit(gens)
+            pending = incoming.submit(gens[:1] if req.stream else gens)
 
-        waves, batch_sizes = [], []
+        waves: list[np.ndarray] = []
+        batch_sizes: list[int] = []
+        vocoder = streaming = 0.0
+        end = 0  # samples of the joined audio so far
         waited = time.perf_counter()
-        for i, future in enumerate(pending):
-            out = future.result()
-            watch.add("vocoder", out.vocoder_seconds)
+        for i in range(len(chunks)):
+            if i == len(pending):
+                pending += self.batcher.submit([gens[i]])
+            out = pending[i].result()
+            vocoder += out.vocoder_seconds
             batch_sizes.append(out.batch_size)
-            waves.append(audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave)
+            wave = audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave
+            overlap = audio.crossfade_overlap(len(waves[-1]), len(wave), CROSS_FADE) if waves else 0
+            end += len(wave) - overlap
+            waves.append(wave)
             progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
+            if emit is not None and req.stream:
+                t0 = time.perf_counter()
+                emit(self._stream_chunk(req, job_id, stem, i, len(chunks), chunks[i], wave, end - len(wave), staged))
+                streaming += time.perf_counter() - t0
+        watch.add("vocoder", vocoder)
         # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
-        watch.add("synthesis", time.perf_counter() - waited - watch.stages["vocoder"])
+        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming)
+        if streaming:
+            watch.add("streaming", streaming)
+        return waves, chunks, batch_sizes, seed, voice
 
+    def _stream_chunk(
+        self,
+        req: SynthesizeRequest,
+        job_id: str,
+        stem: str,
+        index: int,
+        count: int,
+        chunk: TextChunk,
+        wave: np.ndarray,
+        start: int,
+        staged: StagedWrites,
+    ) -> dict[str, Any]:
+        """One chunk as a partial result: its own audio file, where it starts in the whole, and (when asked)
+        its words, aligned on the chunk alone and placed on the whole's timeline."""
+        data = audio.encode(wave, tts.SAMPLE_RATE, req.output_format)
+        key = f"output/{stem}/chunk-{index:03d}.{req.output_format}"
+        stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
+        partial: dict[str, Any] = {
+            "type": "chunk",
+            "job_id": job_id,
+            "index": index,
+            "chunks": count,
+            "text": chunk.text,
+            "char_start": chunk.start,
+            "char_end": chunk.end,
+            "audio_url": stored.url,
+            "audio": _stored(stored),
+            "start": round(start / tts.SAMPLE_RATE, 4),
+            "duration": round(len(wave) / tts.SAMPLE_RATE, 4),
+            "start_sample": start,  # where this chunk's first sample lies in the whole result's audio
+            "samples": len(wave),
+            "sample_rate": tts.SAMPLE_RATE,
+        }
+        if req.word_timings or req.subtitles:
+            words = self.aligner.align(wave, tts.SAMPLE_RATE, chunk.text, [], language=req.language)
+            offset = start / tts.SAMPLE_RATE
+            shifted = [WordTiming(**{**w, "start": w["start"] + offset, "end": w["end"] + offset}) for w in words]
+            partial["word_timings"] = _rounded(shifted)
+        return partial
+
+    def _finish(
+        self,
+        req: SynthesizeRequest,
+        job_id: str,
+        stem: str,
+        watch: Stopwatch,
+        progress: Progress,
+        staged: StagedWrites,
+        waves: list[np.ndarray],
+        chunks: list[TextChunk],
+        batch_sizes: list[int],
+        seed: int,
+        voice: str,
+    ) -> dict[str, Any]:
+        """Join the chunks, time the words, encode and store: the whole result."""
         with watch.stage("postprocess"):
-            wave, ranges = audio.crossfade_join(waves, int(CROSS_FADE_SECONDS * tts.SAMPLE_RATE))
+            wave, ranges = audio.crossfade_join(waves, CROSS_FADE)
         spans = [(c.start, c.end, s, e) for c, (s, e) in zip(chunks, ranges, strict=True)]
         words = self._timings(req, wave, spans, watch, progress)
         with watch.stage("encode"):
             data = audio.encode(wave, tts.SAMPLE_RATE, req.output_format)
 
-        result: dict[str, Any] = {
-            "status": "completed",
-            "operation": "synthesize",
-            "job_id": job_id,
-        }
-        stem = uuid.uuid4().hex
+        result: dict[str, Any] = {"status": "completed", "operation": "synthesize", "job_id": job_id}
+        if req.stream:
+            result["type"] = "result"
         progress({"stage": "storage"})
-        with self._staged() as staged:
-            with watch.stage("storage"):
-                key = f"output/{stem}.{req.output_format}"
-                stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
-            result |= {"audio_url": stored.url, "audio": _stored(stored)}
-            result |= self._store_subtitles(req.subtitles, words, len(wave) / tts.SAMPLE_RATE, stem, staged, watch)
+        with watch.stage("storage"):
+            key = f"output/{stem}.{req.output_format}"
+            stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
+        result |= {"audio_url": stored.url, "audio": _stored(stored)}
+        result |= self._store_subtitles(req.subtitles, words, len(wave) / tts.SAMPLE_RATE, stem, staged, watch)
 
         result |= {
             "storage": self.storage.name,

@@ -205,6 +205,7 @@ class SynthesizeRequest(_TimedRequest):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     remove_silence: bool = False
     output_format: Annotated[Literal["wav", "mp3", "flac", "ogg"], BeforeValidator(_lower)] = "wav"
+    stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
 
     @model_validator(mode="before")
     @classmethod

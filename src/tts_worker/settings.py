@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
     warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
     max_concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker takes at once (RunPod's loop).")
+    batch_max_size: int = Field(
+        4, ge=1, le=64, description="Chunks (of one or several jobs) sampled as one tensor batch; 1 = no batching."
+    )
+    streaming: bool = Field(
+        False,
+        description="Serve with a generator handler: requests with `stream` get each chunk as it is ready; "
+        "every job's output becomes the list of what it yielded (RunPod's return_aggregate_stream).",
+    )
+    batch_wait_ms: float = Field(
+        20.0, ge=0, le=1000, description="How long a batch waits for a job that has arrived but not yet submitted."
+    )
     # Set by RunPod on its workers: where job results (and so progress updates) are posted.
     runpod_webhook_post_output: str | None = None
 
@@ -69,12 +80,6 @@ class Settings(BaseSettings):
     s3_presign_expiry_seconds: int = Field(3600, ge=1, le=604_800, description="Lifetime of presigned URLs.")
     s3_public_base_url: str | None = Field(
         None, description="When set, results link `<base>/<key>` instead of presigned URLs (a public bucket/CDN)."
-    )
-    batch_max_size: int = Field(
-        4, ge=1, le=64, description="Chunks (of one or several jobs) sampled as one tensor batch; 1 = no batching."
-    )
-    batch_wait_ms: float = Field(
-        20.0, ge=0, le=1000, description="How long a batch waits for a job that has arrived but not yet submitted."
     )
     s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request (throttling, 5xx, resets).")
