@@ -22,7 +22,7 @@ import soundfile as sf
 from pydantic import ValidationError
 
 from s3server import BUCKET, SeaweedS3, s3_server, s3_settings
-from tts_worker.errors import InvalidAudio, InvalidInput
+from tts_worker.errors import InvalidAudio, InvalidInput, StorageError
 from tts_worker.fetch import Fetcher, address_refusal, decode_base64
 from tts_worker.settings import Settings
 from tts_worker.storage import LocalStorage, S3Storage
@@ -491,3 +491,15 @@ def test_s3_urls_read_through_the_storage_client(s3_server: SeaweedS3, tmp_path:
     refused(fetcher, f"s3://{BUCKET}/voices/fetch-big.wav", "larger than the 128 KiB limit")
     local = Fetcher(settings(), storage=LocalStorage(tmp_path))
     refused(local, f"s3://{BUCKET}/voices/fetch-test.wav", "no bucket configured")
+
+
+def test_s3_urls_when_storage_fails_name_the_field(s3_server: SeaweedS3):
+    down = S3Storage.from_settings(s3_settings(s3_server, aws_endpoint_url="http://127.0.0.1:9", s3_max_attempts=1))
+    message = refused(
+        Fetcher(settings(), storage=down), f"s3://{BUCKET}/voices/x.wav", "could not connect", StorageError
+    )
+    assert message == "voice_url: could not read voices/x.wav (could not connect to the storage endpoint)"
+    revoked = S3Storage.from_settings(s3_settings(s3_server, aws_secret_access_key="revoked-secret-0000"))
+    message = refused(Fetcher(settings(), storage=revoked), f"s3://{BUCKET}/voices/x.wav", "credentials", StorageError)
+    assert message.startswith("voice_url: could not read voices/x.wav (S3 answered SignatureDoesNotMatch, HTTP 403")
+    assert "revoked-secret-0000" not in message

@@ -30,7 +30,8 @@ make the worker read its own network or the cloud's metadata service):
   `MIN_AUDIO_SECONDS` and `MAX_AUDIO_SECONDS`.
 
 Every refusal is an `InvalidInput` (or `InvalidAudio` for content that is not
-usable audio) whose message starts with the request field's name.
+usable audio) whose message starts with the request field's name; so is the
+`StorageError` of an `s3://` read that storage could not serve.
 
 `FETCH_ALLOW_NETWORKS` exempts the listed addresses/networks from the public
 address check (an asset server inside the VPC); cloud metadata addresses and
@@ -62,7 +63,7 @@ import httpx
 import numpy as np
 
 from tts_worker import audio
-from tts_worker.errors import InvalidAudio, InvalidInput
+from tts_worker.errors import InvalidAudio, InvalidInput, StorageError
 from tts_worker.storage import S3Storage, Storage
 
 if TYPE_CHECKING:
@@ -222,7 +223,10 @@ class Fetcher:
             raise InvalidInput(f"{field}: s3:// URLs need S3 storage, and this worker has no bucket configured")
         if bucket not in self.storage.fetch_buckets:
             raise InvalidInput(f"{field}: bucket {bucket!r} is not readable by this worker (see S3_FETCH_BUCKETS)")
-        data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)
+        try:
+            data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)
+        except StorageError as exc:  # still a storage fault, but the caller learns which input it was
+            raise StorageError(f"{field}: {exc.message}") from None
         if data is None:
             raise InvalidInput(f"{field}: there is no object {key!r} in bucket {bucket!r}")
         if len(data) > self.max_bytes:
