@@ -348,7 +348,6 @@ def local(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             tmp_dir=disk / "tmp",
             relay_log=not mounted,
         )
-        (disk / "tmp").mkdir(exist_ok=True)
         try:
             fake.wait_take(process=worker, timeout=START_TIMEOUT)
             yield LocalRig(site, fake, worker, disk, mounted)
@@ -389,7 +388,6 @@ def full_disk(rig: LocalRig, leave: int = 16 * 1024) -> Iterator[None]:
         filler = rig.disk / "filler"
         stat = os.statvfs(rig.disk)
         with filler.open("wb") as f:
-            f.truncate(0)
             block = b"\xff" * 2**20
             left = stat.f_bavail * stat.f_frsize - leave
             while left > 0:
