@@ -145,3 +145,13 @@ def test_unreachable_bucket_stops_start_without_leaking_secrets(tiny_model_dir, 
     assert proc.returncode != 0
     assert "cannot start" in proc.stderr and "outputs" in proc.stderr
     assert "very-secret-value" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_bad_setting_stops_start_naming_the_variable(tiny_model_dir, tmp_path):
+    env = {**os.environ, "MODEL_DIR": str(tiny_model_dir), "STORAGE_DIR": str(tmp_path), "BATCH_MAX_SIZE": "0",
+           "FETCH_ALLOW_NETWORKS": "not-a-network"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "tts_worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("tts-worker cannot start: ")
+    assert "BATCH_MAX_SIZE: Input should be greater than or equal to 1" in proc.stderr
+    assert "FETCH_ALLOW_NETWORKS: " in proc.stderr and "'not-a-network' is not an IP address" in proc.stderr

@@ -24,6 +24,8 @@ import logging
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from tts_worker import log
 from tts_worker.errors import ModelDirError, StorageError
 from tts_worker.settings import Settings
@@ -32,7 +34,11 @@ logger = logging.getLogger("tts_worker")
 
 
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # each bad variable and why; not its value, which may be a secret
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"tts-worker cannot start: {problems}")
     log.configure(settings.log_level)
     from tts_worker.handler import make_async_handler, make_streaming_handler
     from tts_worker.pipeline import Worker
