@@ -30,7 +30,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker_settings(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from tts_worker.settings import Settings
 
-    return Settings(model_dir=tiny_model_dir, storage_dir=tmp_path_factory.mktemp("storage"), device="cpu")
+    # Batching is off by default on CPU (slower there); the tests run it as a GPU worker would.
+    return Settings(
+        model_dir=tiny_model_dir, storage_dir=tmp_path_factory.mktemp("storage"), device="cpu", batch_max_size=4
+    )
 
 
 @pytest.fixture(scope="session")

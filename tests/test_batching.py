@@ -5,6 +5,7 @@ its attention and the batch padding all shape the output): our batched sampler a
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,33 @@ def test_a_failing_batch_fails_its_jobs_and_the_batcher_goes_on(engine, refs, mo
             with pytest.raises(ModelError, match="out of GPU memory"):
                 future.result(timeout=30)
     assert batcher.submit(gens(refs)[:1])[0].result(timeout=30).wave.size > 0
+
+
+def test_a_failing_job_drops_its_chunks_still_queued(worker, monkeypatch):
+    """The model fails on a long job's first chunk: the job fails at once and its other chunks are not
+    sampled (at most the one the batcher had already taken)."""
+    from tts_worker.handler import make_handler
+
+    monkeypatch.setattr(worker, "batcher", Batcher(worker.engine, max_size=1, wait_seconds=0.0))
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        time.sleep(1.0)  # a sampling pass takes time; the job cancels its other chunks meanwhile
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(worker.engine, "_sample", broken)
+    text = " ".join(f"Sentence {i} makes this text long enough for several chunks of its own." for i in range(12))
+    result = make_handler(worker)({"id": "long-fail", "input": {"text": text, "nfe_steps": 2}})
+    assert result["error"] == "model_error: synthesis failed in the model; the worker will restart"
+    time.sleep(1.5)  # time enough for the batcher thread to take another of its chunks, were it going to
+    assert 1 <= len(calls) <= 2  # of the job's five or more chunks
+
+
+def test_batching_is_on_by_default_on_a_gpu_only():
+    from tts_worker.settings import Settings
+
+    assert Settings().resolved_batch_max_size("cuda") == 4
+    assert Settings().resolved_batch_max_size("cpu") == 1  # slower there: the masked attention is unfused
+    assert Settings(batch_max_size=2).resolved_batch_max_size("cpu") == 2
+    assert Settings(batch_max_size=1).resolved_batch_max_size("cuda:0") == 1

@@ -155,10 +155,11 @@ def test_sigterm_lets_the_job_in_flight_finish_and_post_its_result(served):
 
 @pytest.fixture(scope="module")
 def concurrent(tiny_model_dir, tmp_path_factory):
-    """A second worker with MAX_CONCURRENCY=2; the refresh test (last) leaves it unusable."""
+    """A second worker with MAX_CONCURRENCY=2 and batching on (off by default on CPU); the refresh test (last)
+    leaves it unusable."""
     with FakeRunPod() as fake:
         workdir = tmp_path_factory.mktemp("concurrent")
-        worker = WorkerProcess(fake, tiny_model_dir, workdir, extra_env={"MAX_CONCURRENCY": "2"})
+        worker = WorkerProcess(fake, tiny_model_dir, workdir, extra_env={"MAX_CONCURRENCY": "2", "BATCH_MAX_SIZE": "2"})
         try:
             fake.wait_take(process=worker, timeout=START_TIMEOUT)
             yield fake, worker, listing(worker.tmp_dir)  # what start-up wrote to $TMPDIR (onnxruntime, wandb)

@@ -28,7 +28,7 @@ from fake_runpod import FakeRunPod, Result, WorkerProcess
 pytestmark = pytest.mark.slow
 
 JOBS = 200
-WARMUP_JOBS = 5
+WARMUP_JOBS = 12  # every length x speed x format combination of job_input once
 START_TIMEOUT = 240.0
 SECONDS_PER_JOB_LIMIT = 2.0  # the whole run must finish in JOBS * this
 RSS_GROWTH_LIMIT = 50 * 2**20

@@ -13,6 +13,10 @@ and has not submitted yet: then the batch waits up to `BATCH_WAIT_MS` for it. Th
 is what makes jobs that arrive together (RunPod hands them out together) share a
 batch.
 
+On a CPU a batch is slower than its items one after another (the cores are busy
+with one item already, and the padding mask sends attention to torch's unfused
+path), so `BATCH_MAX_SIZE` defaults to 1 there and to 4 on CUDA.
+
 Every item's noise is seeded by its own seed, so a job's audio does not depend on
 what it was batched with beyond float rounding (about 1e-7 on CPU); run alone, or
 with `BATCH_MAX_SIZE=1`, the same request gives the same bytes.

@@ -114,7 +114,9 @@ class Worker:
         self.aligner = aligner
         self.storage = storage
         self.fetcher = fetcher
-        self.batcher = Batcher(engine, max_size=settings.batch_max_size, wait_seconds=settings.batch_wait_ms / 1000)
+        self.batcher = Batcher(
+            engine, max_size=settings.resolved_batch_max_size(engine.device), wait_seconds=settings.batch_wait_ms / 1000
+        )
         self.voices = VoiceLibrary(
             storage,
             max_seconds=settings.max_reference_seconds,
@@ -145,7 +147,8 @@ class Worker:
             ) from exc
         aligner = Aligner.load(settings.model_dir, manifest, device)
         if settings.warmup:
-            engine.warmup(batch_size=settings.batch_max_size)
+            # A batch runs masked attention, other kernels than a single generation: ready them too.
+            engine.warmup(batch_size=settings.resolved_batch_max_size(device))
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
 
@@ -241,21 +244,28 @@ class Worker:
         vocoder = streaming = 0.0
         end = 0  # samples of the joined audio so far
         waited = time.perf_counter()
-        for i in range(len(chunks)):
-            if i == len(pending):
-                pending += self.batcher.submit([gens[i]])
-            out = pending[i].result()
-            vocoder += out.vocoder_seconds
-            batch_sizes.append(out.batch_size)
-            wave = audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave
-            overlap = audio.crossfade_overlap(len(waves[-1]), len(wave), CROSS_FADE) if waves else 0
-            end += len(wave) - overlap
-            waves.append(wave)
-            progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
-            if emit is not None and req.stream:
-                t0 = time.perf_counter()
-                emit(self._stream_chunk(req, job_id, stem, i, len(chunks), chunks[i], wave, end - len(wave), staged))
-                streaming += time.perf_counter() - t0
+        try:
+            for i in range(len(chunks)):
+                out = pending[i].result()
+                if len(pending) == i + 1 < len(chunks):  # streaming: the next chunk samples while this one is stored
+                    pending += self.batcher.submit([gens[i + 1]])
+                vocoder += out.vocoder_seconds
+                batch_sizes.append(out.batch_size)
+                wave = audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave
+                overlap = audio.crossfade_overlap(len(waves[-1]), len(wave), CROSS_FADE) if waves else 0
+                end += len(wave) - overlap
+                waves.append(wave)
+                progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
+                if emit is not None and req.stream:
+                    t0 = time.perf_counter()
+                    emit(
+                        self._stream_chunk(req, job_id, stem, i, len(chunks), chunks[i], wave, end - len(wave), staged)
+                    )
+                    streaming += time.perf_counter() - t0
+        except BaseException:
+            for future in pending:  # the job is failing: drop its chunks still queued
+                future.cancel()
+            raise
         watch.add("vocoder", vocoder)
         # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
         watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming)
