@@ -72,8 +72,10 @@ def test_put_returns_a_presigned_url_that_serves_the_object(storage: S3Storage):
 
 
 def test_tampered_or_expired_presigned_urls_are_refused(s3_server: SeaweedS3):
-    storage = S3Storage.from_settings(s3_settings(s3_server, s3_presign_expiry_seconds=1))
+    # Long enough for the first GET on a loaded machine (1 s was not), short enough to wait out.
+    storage = S3Storage.from_settings(s3_settings(s3_server, s3_presign_expiry_seconds=5))
     other = storage.put(new_key("output/", "wav"), b"someone else's audio", "audio/wav")
+    signed_at = time.monotonic()
     stored = storage.put(new_key("output/", "wav"), b"audio bytes", "audio/wav")
     assert httpx.get(stored.url, timeout=5).status_code == 200
 
@@ -83,12 +85,12 @@ def test_tampered_or_expired_presigned_urls_are_refused(s3_server: SeaweedS3):
     tampered = [
         urlunsplit(parts._replace(query=query)),  # signature changed
         urlunsplit(parts._replace(path=other_path)),  # the same signature for another key
-        urlunsplit(parts._replace(query=parts.query.replace("X-Amz-Expires=1", "X-Amz-Expires=99"))),
+        urlunsplit(parts._replace(query=parts.query.replace("X-Amz-Expires=5", "X-Amz-Expires=99"))),
     ]
     for url in tampered:
         assert httpx.get(url, timeout=5).status_code == 403, url
 
-    time.sleep(2.2)
+    time.sleep(max(0.0, signed_at + 6.2 - time.monotonic()))
     expired = httpx.get(stored.url, timeout=5)
     assert expired.status_code == 403
     assert b"audio bytes" not in expired.content
