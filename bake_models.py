@@ -5,6 +5,7 @@
         [--model F5TTS_v1_Base|F5TTS_Base|E2TTS_Base] [--align-languages en,de,...]
         [--asr-model Systran/faster-whisper-small|none] [--from MIRROR] [--pins FILE]
     python bake_models.py --tiny DIR   random-weight tiny models (tests, local trials; output is noise)
+        [--model F5TTS_v1_Base|E2TTS_Base]   (the tiny model's backbone: DiT, or E2's UNetT)
 
 Real weights: F5-TTS checkpoint + vocab, Vocos, whisperx aligners per language, NLTK punkt_tab and a
 faster-whisper model, each verified (hub ETag or pinned sha256) and listed with size and sha256.
@@ -60,6 +61,20 @@ TINY_DIT_ARCH = {
     "attn_mask_enabled": False,
 }
 
+# E2-TTS's flat UNet transformer (f5_tts UNetT), as tiny; the other keys as E2TTS_Base.yaml has them.
+TINY_UNETT_ARCH = {
+    "dim": 64,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 32,
+    "ff_mult": 2,
+    "text_mask_padding": False,
+    "pe_attn_head": 1,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+}
+TINY_ARCHS: dict[str, dict[str, Any]] = {"DiT": TINY_DIT_ARCH, "UNetT": TINY_UNETT_ARCH}
+
 MEL = {"n_fft": 1024, "hop_length": 256, "win_length": 1024, "n_mel_channels": 100, "target_sample_rate": 24000}
 
 
@@ -94,9 +109,11 @@ head:
 TINY_VOCOS_CONFIG = vocos_config(dim=32, intermediate_dim=64, num_layers=1)
 
 
-def bake_tiny_tts(out: Path, seed: int = 0) -> mf.TTSSpec:
+def bake_tiny_tts(out: Path, seed: int = 0, model_name: str = "F5TTS_v1_Base") -> mf.TTSSpec:
+    """A random CFM with the backbone `model_name` has (DiT for F5-TTS, UNetT for E2-TTS), at tiny size."""
     import torch
-    from f5_tts.model import CFM, DiT
+    from f5_tts import model as f5_model
+    from f5_tts.model import CFM
     from f5_tts.model.utils import get_tokenizer
     from safetensors.torch import save_file
 
@@ -105,14 +122,16 @@ def bake_tiny_tts(out: Path, seed: int = 0) -> mf.TTSSpec:
     shutil.copyfile(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), vocab)
     vocab_char_map, vocab_size = get_tokenizer(str(vocab), "custom")
 
+    backbone = packaged_arch(model_name)[0]
+    arch = TINY_ARCHS[backbone]
     torch.manual_seed(seed)
     model = CFM(
-        transformer=DiT(**TINY_DIT_ARCH, text_num_embeds=vocab_size, mel_dim=MEL["n_mel_channels"]),
+        transformer=getattr(f5_model, backbone)(**arch, text_num_embeds=vocab_size, mel_dim=MEL["n_mel_channels"]),
         mel_spec_kwargs={**MEL, "mel_spec_type": "vocos"},
         vocab_char_map=vocab_char_map,
     )
-    # DiT zero-initialises its adaptive norms and output projection, which would make the tiny
-    # transformer's flow exactly zero: the output would be the seeded noise whatever the text, the
+    # DiT zero-initialises its adaptive norms and output projection (UNetT its output projection), which
+    # would make the tiny transformer's flow exactly zero: the output would be the seeded noise whatever the text, the
     # attention or the batch. Random values there make every layer shape the output, as trained ones do.
     with torch.no_grad():
         for param in model.transformer.parameters():
@@ -120,7 +139,8 @@ def bake_tiny_tts(out: Path, seed: int = 0) -> mf.TTSSpec:
                 param.normal_(0.0, 0.02)
     state = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / mf.TTS_CHECKPOINT))
-    return mf.TTSSpec(name="F5TTS_tiny", arch=TINY_DIT_ARCH, source=mf.Source(kind="tiny"))
+    name = model_name.split("_", 1)[0] + "_tiny"  # F5TTS_tiny, E2TTS_tiny
+    return mf.TTSSpec(name=name, backbone=backbone, arch=arch, source=mf.Source(kind="tiny"))
 
 
 def bake_tiny_vocoder(out: Path, seed: int = 0) -> mf.VocoderSpec:
@@ -148,7 +168,7 @@ WHISPER_BPE_SIZE = 50257
 WHISPER_NON_LANG_SPECIALS = ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>"]
 
 
-def bake_tiny_align(out: Path, seed: int = 0) -> dict[str, dict[str, object]]:
+def bake_tiny_align(out: Path, seed: int = 0) -> dict[str, mf.AlignModelSpec]:
     """A random wav2vec2 CTC model with the real English aligner's characters, in save_pretrained layout."""
     import json
     import tempfile
@@ -161,8 +181,6 @@ def bake_tiny_align(out: Path, seed: int = 0) -> dict[str, dict[str, object]]:
         Wav2Vec2ForCTC,
         Wav2Vec2Processor,
     )
-
-    from tts_worker.alignment import AlignModelSpec
 
     rel = f"{mf.ALIGN_DIR}/en"
     target = out / rel
@@ -190,20 +208,18 @@ def bake_tiny_align(out: Path, seed: int = 0) -> dict[str, dict[str, object]]:
     )
     torch.manual_seed(seed)
     Wav2Vec2ForCTC(config).save_pretrained(target)
-    return {"en": AlignModelSpec(dir=rel, source=mf.Source(kind="tiny")).model_dump()}
+    return {"en": mf.AlignModelSpec(dir=rel, source=mf.Source(kind="tiny"))}
 
 
-def bake_tiny_nltk(out: Path) -> dict[str, object]:
+def bake_tiny_nltk(out: Path) -> mf.NltkSpec:
     """NLTK's punkt_tab English model in its on-disk format, made here: NLTK data can't be downloaded offline."""
-    from tts_worker.alignment import NltkSpec
-
     lang_dir = out / mf.NLTK_DATA_DIR / "tokenizers/punkt_tab/english"
     lang_dir.mkdir(parents=True, exist_ok=True)
     (lang_dir / "abbrev_types.txt").write_text("".join(f"{a}\n" for a in TINY_PUNKT_ABBREVIATIONS))
     (lang_dir / "collocations.tab").write_text("")
     (lang_dir / "sent_starters.txt").write_text("")
     (lang_dir / "ortho_context.tab").write_text("")
-    return NltkSpec(dir=mf.NLTK_DATA_DIR, punkt_tab=["english"], source=mf.Source(kind="tiny")).model_dump()
+    return mf.NltkSpec(dir=mf.NLTK_DATA_DIR, punkt_tab=["english"], source=mf.Source(kind="tiny"))
 
 
 def _tiny_whisper_tokenizer(languages: list[str]) -> Tokenizer:
@@ -234,7 +250,7 @@ def _tiny_whisper_tokenizer(languages: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def bake_tiny_asr(out: Path, seed: int = 0) -> dict[str, object]:
+def bake_tiny_asr(out: Path, seed: int = 0) -> mf.AsrSpec:
     """A random multilingual Whisper (large-v3 token layout, 128 mels) converted to CTranslate2 for faster-whisper."""
     import tempfile
 
@@ -248,8 +264,6 @@ def bake_tiny_asr(out: Path, seed: int = 0) -> dict[str, object]:
         WhisperForConditionalGeneration,
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    from tts_worker.alignment import AsrSpec
 
     languages = list(LANGUAGES)  # 100 codes in token order, as large-v3
     tokenizer = _tiny_whisper_tokenizer(languages)
@@ -292,27 +306,16 @@ def bake_tiny_asr(out: Path, seed: int = 0) -> dict[str, object]:
         ctranslate2.converters.TransformersConverter(tmp).convert(str(target), force=True)
     tokenizer.save(str(target / "tokenizer.json"))
     WhisperFeatureExtractor(feature_size=128).to_json_file(str(target / "preprocessor_config.json"))
-    return AsrSpec(name="whisper-tiny-random", dir=rel, multilingual=True, source=mf.Source(kind="tiny")).model_dump()
+    return mf.AsrSpec(name="whisper-tiny-random", dir=rel, multilingual=True, source=mf.Source(kind="tiny"))
 
 
-def component_files(out: Path, components: dict[str, dict[str, Any]]) -> list[str]:
-    """Every file under the directories the alignment components name, relative to `out`."""
-    dirs = [str(spec["dir"]) for spec in components.get("align", {}).values() if isinstance(spec, dict)]
-    dirs += [str(components[name]["dir"]) for name in ("nltk_data", "asr") if name in components]
-    return sorted(str(p.relative_to(out)) for d in dirs for p in (out / d).rglob("*") if p.is_file())
-
-
-def bake_tiny(out: Path) -> mf.Manifest:
+def bake_tiny(out: Path, model: str = "F5TTS_v1_Base") -> mf.Manifest:
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
-    tts = bake_tiny_tts(out)
+    tts = bake_tiny_tts(out, model_name=model)
     vocoder = bake_tiny_vocoder(out)
-    components: dict[str, dict[str, Any]] = {
-        "align": bake_tiny_align(out),
-        "nltk_data": bake_tiny_nltk(out),
-        "asr": bake_tiny_asr(out),
-    }
-    written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *component_files(out, components)]
+    components = mf.Components(align=bake_tiny_align(out), nltk_data=bake_tiny_nltk(out), asr=bake_tiny_asr(out))
+    written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *mf.files_under(out, components.directories())]
     return mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=components, files=written)
 
 
@@ -446,7 +449,7 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Fetcher:
+class WeightFetcher:
     """Fetches `Remote`s into a model directory: from the hub (huggingface_hub), a URL, or a mirror
     directory. A file already there with the recorded source, size and sha256 is not fetched again;
     a partial download is resumed (huggingface_hub's `.incomplete`, a URL's `.part` + Range)."""
@@ -653,7 +656,7 @@ def whisperx_table(module: str, name: str) -> dict[str, str]:
 
 
 def align_plan(pins: dict[str, Any], lang: str) -> tuple[dict[str, Any], list[list[Remote]]]:
-    """The component entry for one alignment language and its files (groups of alternatives)."""
+    """Where one alignment language's model comes from and its files (groups of alternatives)."""
     torch_models = whisperx_table("whisperx.alignment", "DEFAULT_ALIGN_MODELS_TORCH")
     hf_models = whisperx_table("whisperx.alignment", "DEFAULT_ALIGN_MODELS_HF")
     base = f"{mf.ALIGN_DIR}/{lang}"
@@ -674,7 +677,7 @@ def align_plan(pins: dict[str, Any], lang: str) -> tuple[dict[str, Any], list[li
     raise BakeError(f"no whisperx alignment model for language {lang!r}; known: {', '.join(known)}")
 
 
-def fetch_group(fetcher: Fetcher, group: list[Remote]) -> list[str]:
+def fetch_group(fetcher: WeightFetcher, group: list[Remote]) -> list[str]:
     """Fetch the first available file of a group of alternatives; all-optional groups may yield none."""
     for remote in group:
         if fetcher.get(remote):
@@ -684,14 +687,14 @@ def fetch_group(fetcher: Fetcher, group: list[Remote]) -> list[str]:
     return []
 
 
-def bake_punkt_tab(fetcher: Fetcher, pins: dict[str, Any], languages: list[str]) -> tuple[dict[str, Any], list[str]]:
+def bake_punkt_tab(fetcher: WeightFetcher, pins: dict[str, Any], languages: list[str]) -> tuple[mf.NltkSpec, list[str]]:
     """NLTK punkt_tab for the given punkt languages, unpacked as `nltk_data/tokenizers/punkt_tab/<language>/`."""
 
     pin = pins["nltk"]
     key = f"url:{pin['url']}#" + ",".join(languages)
     zip_remote = Remote(f"{STAGING_NAME}/punkt_tab.zip", url=pin["url"], sha256=pin.get("sha256"))
     source = mf.Source(kind="url", files=[pin["url"]])
-    entry = {"dir": mf.NLTK_DATA_DIR, "punkt_tab": languages, "source": source.model_dump()}
+    entry = mf.NltkSpec(dir=mf.NLTK_DATA_DIR, punkt_tab=languages, source=source)
     recorded = [d for d, e in fetcher.state.items() if e.get("source") == key]
     if recorded and fetcher.is_current(key, recorded):
         fetcher.skipped += recorded
@@ -738,10 +741,7 @@ def bake_real(
     mirror: Path | None = None,
     pins: dict[str, Any] = PINS,
 ) -> mf.Manifest:
-    """Fetch pinned real weights into the manifest layout; the manifest is written last.
-
-    Component entries are plain dicts in `tts_worker.alignment`'s spec shapes (tests validate them with it):
-    importing it here would make the image's bake stage depend on the worker's code."""
+    """Fetch pinned real weights into the manifest layout; the manifest is written last."""
 
     if model not in pins["tts"]:
         raise BakeError(f"unknown model {model!r}; choose one of {', '.join(pins['tts'])}")
@@ -753,7 +753,7 @@ def bake_real(
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
-    fetcher = Fetcher(out, mirror=mirror)
+    fetcher = WeightFetcher(out, mirror=mirror)
     kind = "mirror" if mirror else "hub"
 
     def commit(repo: str, revision: str) -> str:
@@ -795,7 +795,7 @@ def bake_real(
         )
     )
 
-    components: dict[str, Any] = {"align": {}}
+    align: dict[str, mf.AlignModelSpec] = {}
     for lang in align_languages:
         entry, groups = align_plan(pins, lang)
         got = [dest for group in groups for dest in fetch_group(fetcher, group)]
@@ -807,13 +807,13 @@ def bake_real(
             source = mf.Source(
                 kind=kind, repo=repo, revision=commit(repo, rev), files=[d.rsplit("/", 1)[-1] for d in got]
             )
-        components["align"][lang] = {"bundle": None, **entry, "source": source.model_dump()}
+        align[lang] = mf.AlignModelSpec(**entry, source=source)
 
     punkt_names = whisperx_table("whisperx.utils", "PUNKT_LANGUAGES")
     punkt_languages = sorted({"english", *(punkt_names[lang] for lang in align_languages if lang in punkt_names)})
-    nltk_entry, nltk_files = bake_punkt_tab(fetcher, pins, punkt_languages)
-    components["nltk_data"] = nltk_entry
+    nltk_data, nltk_files = bake_punkt_tab(fetcher, pins, punkt_languages)
     written += nltk_files
+    asr = None
 
     if asr_repo:
         remotes = asr_remotes(pins, asr_repo)
@@ -823,13 +823,13 @@ def bake_real(
         source = mf.Source(
             kind=kind, repo=asr_repo, revision=commit(asr_repo, revision), files=[d.rsplit("/", 1)[-1] for d in got]
         )
-        components["asr"] = {
-            "name": asr_dir_name(asr_repo),
-            "dir": f"{mf.ASR_DIR}/{asr_dir_name(asr_repo)}",
-            "multilingual": not asr_repo.endswith(".en"),
-            "compute_type": "default",
-            "source": source.model_dump(),
-        }
+        asr = mf.AsrSpec(
+            name=asr_dir_name(asr_repo),
+            dir=f"{mf.ASR_DIR}/{asr_dir_name(asr_repo)}",
+            multilingual=not asr_repo.endswith(".en"),
+            source=source,
+        )
+    components = mf.Components(align=align, nltk_data=nltk_data, asr=asr)
 
     fetcher.finish()
     log.info("fetched %d files, %d already present and verified", len(fetcher.fetched), len(fetcher.skipped))
@@ -854,7 +854,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="bake real weights at pinned revisions")
     parser.add_argument("--tiny", type=Path, metavar="DIR", help="write random-weight tiny models to DIR")
     real = parser.add_argument_group("real weights")
-    real.add_argument("--model", default="F5TTS_v1_Base", help="F5TTS_v1_Base (default), F5TTS_Base or E2TTS_Base")
+    parser.add_argument(
+        "--model",
+        default="F5TTS_v1_Base",
+        help="F5TTS_v1_Base (default), F5TTS_Base or E2TTS_Base (with --tiny: its backbone)",
+    )
     real.add_argument("--align-languages", default="en", metavar="LANGS", help="whisperx aligners, e.g. en,de,ja")
     real.add_argument(
         "--asr-model", default="Systran/faster-whisper-small", help="faster-whisper repo for uploads; 'none' to skip"
@@ -867,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out: Path = args.tiny or args.dir
     if args.tiny:
-        manifest = bake_tiny(out)
+        manifest = bake_tiny(out, model=args.model)
     else:
         try:
             manifest = bake_real(

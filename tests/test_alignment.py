@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tts_worker import audio
-from tts_worker.alignment import Aligner, Components
+from tts_worker.alignment import Aligner, checked_components
 from tts_worker.errors import InvalidInput, ModelDirError, ModelError
 from tts_worker.manifest import load_verified
 
@@ -166,8 +166,8 @@ def test_transcribe_speech_offline(aligner: Aligner, offline: None) -> None:
 
 def test_every_baked_alignment_file_is_in_the_manifest(tiny_model_dir: Path) -> None:
     manifest = load_verified(tiny_model_dir, checksums=True)
-    components = Components.from_manifest(manifest)
-    dirs = [spec.dir for spec in components.align.values()] + [components.nltk.dir]
+    components = checked_components(manifest)
+    dirs = [spec.dir for spec in components.align.values()] + [components.nltk_data.dir]
     dirs += [components.asr.dir] if components.asr else []
     on_disk = {str(p.relative_to(tiny_model_dir)) for d in dirs for p in (tiny_model_dir / d).rglob("*") if p.is_file()}
 
@@ -177,21 +177,21 @@ def test_every_baked_alignment_file_is_in_the_manifest(tiny_model_dir: Path) -> 
 
 def test_missing_punkt_data_for_a_language_stops_the_worker(tiny_model_dir: Path) -> None:
     manifest = load_verified(tiny_model_dir)
-    align = dict(manifest.components["align"])
+    align = dict(manifest.components.align)
     align["de"] = align["en"]
-    broken = manifest.model_copy(update={"components": {**manifest.components, "align": align}})
+    broken = manifest.model_copy(update={"components": manifest.components.model_copy(update={"align": align})})
 
     with pytest.raises(ModelDirError, match=r"punkt_tab.*german"):
-        Components.from_manifest(broken)
+        checked_components(broken)
 
 
 def test_loading_speech_recognition_leaves_torch_threads_alone(tiny_model_dir: Path, offline: None):
     """CTranslate2 resized torch's thread pool on load, slowing synthesis in that thread."""
     import torch
 
-    from tts_worker.alignment import Components, _load_asr
+    from tts_worker.alignment import _load_asr, checked_components
 
-    components = Components.from_manifest(load_verified(tiny_model_dir))
+    components = checked_components(load_verified(tiny_model_dir))
     assert components.asr is not None
     before = torch.get_num_threads()
     torch.set_num_threads(1)

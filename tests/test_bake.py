@@ -218,7 +218,7 @@ def _bake(out: Path, *extra: str, hub_url: str | None = None, token: str | None 
 
 
 def _check_baked(out: Path, kind: str) -> mf.Manifest:
-    from tts_worker.alignment import Components
+    from tts_worker.alignment import checked_components
 
     manifest = mf.load_verified(out, checksums=True)
     assert not manifest.tiny
@@ -227,12 +227,12 @@ def _check_baked(out: Path, kind: str) -> mf.Manifest:
     assert manifest.tts.arch == cfg["arch"] and manifest.tts.backbone == "DiT"
     assert manifest.tts.source.kind == kind and manifest.tts.source.repo == "SWivid/F5-TTS"
     assert (out / mf.TTS_CHECKPOINT).read_bytes() == HUB["SWivid/F5-TTS"]["F5TTS_v1_Base/model_1250000.safetensors"]
-    comps = Components.from_manifest(manifest)
+    comps = checked_components(manifest)
     assert comps.align["en"].format == "torchaudio" and comps.align["en"].bundle == "WAV2VEC2_ASR_BASE_960H"
     assert (out / comps.align["en"].dir / TORCHAUDIO_EN).is_file()
     assert comps.align["ja"].format == "huggingface"
     assert sorted(p.name for p in (out / comps.align["ja"].dir).iterdir()) == sorted(HUB[JA_REPO])
-    assert comps.nltk.punkt_tab == ["english"]  # ja has no punkt model; whisperx falls back to English
+    assert comps.nltk_data.punkt_tab == ["english"]  # ja has no punkt model; whisperx falls back to English
     assert (out / "nltk_data/tokenizers/punkt_tab/english/abbrev_types.txt").is_file()
     assert not (out / "nltk_data/tokenizers/punkt_tab/german").exists()
     assert comps.asr is not None and comps.asr.multilingual and comps.asr.dir == "asr/tiny"
@@ -249,7 +249,7 @@ def test_hub_bake_then_rerun_downloads_nothing_and_refetches_only_a_corrupt_file
     assert first.returncode == 0, first.stderr
     manifest = _check_baked(out, "hub")
     assert manifest.tts.source.revision == "84e5a410d9cead4de2f847e7c9369a6440bdfaca"
-    assert manifest.components["align"]["ja"]["source"]["revision"] == COMMIT  # `main`, recorded as its commit
+    assert manifest.components.align["ja"].source.revision == COMMIT  # `main`, recorded as its commit
     assert "Bearer hf_loopbacktesttoken" in fake_hub.auth
     assert "hf_loopbacktesttoken" not in first.stdout + first.stderr
     assert "wrote" in first.stderr and "MB" in first.stderr

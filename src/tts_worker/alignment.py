@@ -1,11 +1,12 @@
 """Word timings for known text, and speech recognition: the only module that imports whisperx.
 
 `Aligner.load(model_dir, manifest, device)` loads, once and offline, what the
-manifest's components describe (explicit local directories, never the hub):
+manifest's components describe (explicit local directories, never the hub; the
+spec types live in `tts_worker.manifest`):
 
-    components["align"][<lang>]   wav2vec2 CTC model per language: `AlignModelSpec`
-    components["nltk_data"]       NLTK data dir holding punkt_tab (whisperx.align needs it): `NltkSpec`
-    components["asr"]             faster-whisper (CTranslate2) model + tokenizer.json: `AsrSpec` (optional)
+    components.align[<lang>]   wav2vec2 CTC model per language: `AlignModelSpec`
+    components.nltk_data       NLTK data dir holding punkt_tab (whisperx.align needs it): `NltkSpec`
+    components.asr             faster-whisper (CTranslate2) model + tokenizer.json: `AsrSpec` (optional)
 
 `Aligner.align(wave, rate, text, chunks)` gives one `WordTiming` per
 whitespace-separated word of `text`, in order, non-overlapping, inside
@@ -33,14 +34,13 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tts_worker.audio import resample
 from tts_worker.errors import InvalidAudio, InvalidInput, ModelDirError, ModelError
-from tts_worker.manifest import BAKE_HINT, Manifest, Source
+from tts_worker.manifest import BAKE_HINT, AlignModelSpec, AsrSpec, Components, Manifest
 from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
@@ -55,63 +55,19 @@ _WORD = re.compile(r"\S+")
 _APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'"}
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def checked_components(manifest: Manifest) -> Components:
+    """The manifest's alignment components, or `ModelDirError` when the worker cannot align with them."""
+    comps = manifest.components
+    if not comps.align or comps.nltk_data is None:
+        raise ModelDirError(f"the manifest has no alignment model or no NLTK data; {BAKE_HINT}")
+    from whisperx.utils import PUNKT_LANGUAGES
 
-
-class AlignModelSpec(_Spec):
-    """One language's alignment model. `huggingface`: a Wav2Vec2ForCTC + Wav2Vec2Processor
-    save_pretrained dir. `torchaudio`: the bundle's `.pth` inside `dir` (whisperx's default English)."""
-
-    dir: str
-    format: Literal["huggingface", "torchaudio"] = "huggingface"
-    bundle: str | None = None
-    source: Source
-
-
-class NltkSpec(_Spec):
-    """An NLTK data directory (`tokenizers/punkt_tab/<language>/...` inside)."""
-
-    dir: str
-    punkt_tab: list[str]
-    source: Source
-
-
-class AsrSpec(_Spec):
-    """A CTranslate2 Whisper dir (model.bin, config.json, vocabulary, tokenizer.json, preprocessor_config.json)."""
-
-    name: str
-    dir: str
-    multilingual: bool
-    compute_type: str = "default"  # float16 on cuda, float32 on cpu
-    source: Source
-
-
-@dataclass(frozen=True)
-class Components:
-    align: dict[str, AlignModelSpec]
-    nltk: NltkSpec
-    asr: AsrSpec | None
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> Components:
-        comps = manifest.components
-        try:
-            align = {lang: AlignModelSpec.model_validate(spec) for lang, spec in comps.get("align", {}).items()}
-            nltk = NltkSpec.model_validate(comps["nltk_data"]) if "nltk_data" in comps else None
-            asr = AsrSpec.model_validate(comps["asr"]) if "asr" in comps else None
-        except ValidationError as exc:
-            raise ModelDirError(f"the manifest's alignment components are malformed ({exc}); {BAKE_HINT}") from exc
-        if not align or nltk is None:
-            raise ModelDirError(f"the manifest has no alignment model or no NLTK data; {BAKE_HINT}")
-        from whisperx.utils import PUNKT_LANGUAGES
-
-        # whisperx.align loads punkt_tab for the language (English when it has none) and downloads it when
-        # missing: every aligned language's punkt model must be baked.
-        missing = {PUNKT_LANGUAGES.get(lang, "english") for lang in align} - set(nltk.punkt_tab)
-        if missing:
-            raise ModelDirError(f"the baked NLTK data lacks punkt_tab {sorted(missing)}; {BAKE_HINT}")
-        return cls(align=align, nltk=nltk, asr=asr)
+    # whisperx.align loads punkt_tab for the language (English when it has none) and downloads it when
+    # missing: every aligned language's punkt model must be baked.
+    missing = {PUNKT_LANGUAGES.get(lang, "english") for lang in comps.align} - set(comps.nltk_data.punkt_tab)
+    if missing:
+        raise ModelDirError(f"the baked NLTK data lacks punkt_tab {sorted(missing)}; {BAKE_HINT}")
+    return comps
 
 
 @dataclass(frozen=True)
@@ -158,9 +114,10 @@ class Aligner:
     @classmethod
     def load(cls, model_dir: Path, manifest: Manifest, device: str) -> Aligner:
         """Load the default language's aligner and the ASR model (when baked); `ModelDirError` when they can't be."""
-        components = Components.from_manifest(manifest)
+        components = checked_components(manifest)
+        assert components.nltk_data is not None  # checked
         aligner = cls(model_dir, components, device)
-        _use_nltk_data(model_dir / components.nltk.dir, components.nltk.punkt_tab)
+        _use_nltk_data(model_dir / components.nltk_data.dir, components.nltk_data.punkt_tab)
         aligner._aligner(DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in components.align else next(iter(components.align)))
         if components.asr is not None:
             aligner._asr = _load_asr(model_dir, components.asr, device)

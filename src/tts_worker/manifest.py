@@ -7,13 +7,18 @@
       f5-tts/vocab.txt         tokenizer vocabulary
       vocos/config.yaml        Vocos vocoder, f5_tts `load_vocoder(is_local=True)` layout
       vocos/pytorch_model.bin
-      align/<lang>/            wav2vec2 CTC aligner per language (components["align"][<lang>])
-      nltk_data/tokenizers/punkt_tab/<language>/   NLTK punkt_tab (components["nltk_data"])
-      asr/<name>/              CTranslate2 Whisper + tokenizer.json (components["asr"], optional)
+      align/<lang>/            wav2vec2 CTC aligner per language (components.align[<lang>]: `AlignModelSpec`)
+      nltk_data/tokenizers/punkt_tab/<language>/   NLTK punkt_tab (components.nltk_data: `NltkSpec`)
+      asr/<name>/              CTranslate2 Whisper + tokenizer.json (components.asr: `AsrSpec`, optional)
 
 Every file is listed with its size and sha256. At start the worker checks
 presence and sizes (cheap); `verify(..., checksums=True)` also hashes, which
 `bake_models.py` does after writing.
+
+Every spec is a typed model here, used by both sides: `bake_models.py` (real and tiny) builds them
+and `write_manifest` records them; the worker's loaders (`engine.load_engine`, `alignment.Aligner`)
+read them back. This module imports neither torch nor the model libraries, so the image's bake
+stage runs it with only the standard library and pydantic.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,7 +41,6 @@ TTS_CHECKPOINT = "f5-tts/model.safetensors"
 TTS_VOCAB = "f5-tts/vocab.txt"
 VOCODER_DIR = "vocos"
 VOCODER_FILES = ("vocos/config.yaml", "vocos/pytorch_model.bin")
-# Alignment components (`tts_worker.alignment` reads their specs from `Manifest.components`).
 ALIGN_DIR = "align"  # align/<language>/ one wav2vec2 CTC model per language
 NLTK_DATA_DIR = "nltk_data"  # nltk_data/tokenizers/punkt_tab/<language>/
 ASR_DIR = "asr"  # asr/<name>/ a CTranslate2 Whisper model with tokenizer.json
@@ -61,7 +65,11 @@ class Source(_Strict):
 
 
 class TTSSpec(_Strict):
+    """The text-to-speech model. `family` picks the engine (`tts_worker.engine.ENGINES`); `backbone` and
+    `arch` are the family's own description (f5-tts: the f5_tts backbone class, DiT or UNetT, and its kwargs)."""
+
     name: str
+    family: str = "f5-tts"
     backbone: str = "DiT"
     arch: dict[str, Any]
     mel_spec_type: str = "vocos"
@@ -76,14 +84,55 @@ class VocoderSpec(_Strict):
     source: Source
 
 
+class AlignModelSpec(_Strict):
+    """One language's alignment model. `huggingface`: a Wav2Vec2ForCTC + Wav2Vec2Processor
+    save_pretrained dir. `torchaudio`: the bundle's `.pth` inside `dir` (whisperx's default English)."""
+
+    dir: str
+    format: Literal["huggingface", "torchaudio"] = "huggingface"
+    bundle: str | None = None
+    source: Source
+
+
+class NltkSpec(_Strict):
+    """An NLTK data directory (`tokenizers/punkt_tab/<language>/...` inside)."""
+
+    dir: str = NLTK_DATA_DIR
+    punkt_tab: list[str]
+    source: Source
+
+
+class AsrSpec(_Strict):
+    """A CTranslate2 Whisper dir (model.bin, config.json, vocabulary, tokenizer.json, preprocessor_config.json)."""
+
+    name: str
+    dir: str
+    multilingual: bool
+    compute_type: str = "default"  # float16 on cuda, float32 on cpu
+    source: Source
+
+
+class Components(_Strict):
+    """The models besides TTS and vocoder. A worker needs at least one aligner and the NLTK data."""
+
+    align: dict[str, AlignModelSpec] = Field(default_factory=dict)
+    nltk_data: NltkSpec | None = None
+    asr: AsrSpec | None = None
+
+    def directories(self) -> list[str]:
+        """Every directory a component occupies, relative to MODEL_DIR."""
+        dirs = [spec.dir for spec in self.align.values()]
+        dirs += [spec.dir for spec in (self.nltk_data, self.asr) if spec is not None]
+        return dirs
+
+
 class Manifest(_Strict):
     format: int = FORMAT_VERSION
     tiny: bool
     created: str
     tts: TTSSpec
     vocoder: VocoderSpec
-    # Optional components (alignment models, NLTK data, ASR) register here by name.
-    components: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    components: Components = Field(default_factory=Components)
     files: dict[str, FileEntry]
 
 
@@ -93,6 +142,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def files_under(model_dir: Path, dirs: list[str]) -> list[str]:
+    """Every file under `dirs` (relative to `model_dir`), relative to it: what a component directory holds."""
+    return sorted(str(p.relative_to(model_dir)) for d in dirs for p in (model_dir / d).rglob("*") if p.is_file())
 
 
 def describe_files(model_dir: Path, relpaths: list[str]) -> dict[str, FileEntry]:
@@ -109,7 +163,7 @@ def write_manifest(
     tiny: bool,
     tts: TTSSpec,
     vocoder: VocoderSpec,
-    components: dict[str, dict[str, Any]] | None = None,
+    components: Components | None = None,
     files: list[str],
 ) -> Manifest:
     """Hash every listed file and write `manifest.json` last, atomically: a directory
@@ -119,11 +173,11 @@ def write_manifest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         tts=tts,
         vocoder=vocoder,
-        components=components or {},
+        components=components or Components(),
         files=describe_files(model_dir, files),
     )
     tmp = model_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     tmp.replace(model_dir / MANIFEST_NAME)
     return manifest
 
