@@ -15,6 +15,7 @@ from f5_tts.model.utils import convert_char_to_pinyin
 from tts_worker import audio, tts
 from tts_worker.batching import Batcher
 from tts_worker.errors import ModelError
+from tts_worker.voices import default_voice
 
 PARAMS = tts.SamplingParams(nfe_steps=4)
 TEXTS = [
@@ -33,7 +34,7 @@ def engine(worker) -> tts.F5Engine:
 @pytest.fixture(scope="module")
 def refs(engine) -> list[tts.Reference]:
     """The default voice, and its first 3 s with a shorter text: two prompts of different lengths."""
-    data, text = tts.default_voice()
+    data, text = default_voice()
     samples, rate = audio.decode(data, field="voice")
     samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
     return [

@@ -3,7 +3,7 @@
 With `MAX_CONCURRENCY` > 1 several jobs are in flight on one worker. Each job hands
 all its chunks to the `Batcher` at once; one thread takes what is queued (oldest
 first, up to `BATCH_MAX_SIZE` generations that share their sampling parameters)
-and runs it through `F5Engine.generate_batch`, so N chunks cost about one forward
+and runs it through the engine's `generate_batch`, so N chunks cost about one forward
 pass per step instead of N. A job arriving while a batch runs waits for the next
 one, so batches form by themselves under load.
 
@@ -31,8 +31,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tts_worker.tts import ChunkAudio, F5Engine, Generation
+from tts_worker.engine import ChunkAudio, Engine, Generation
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class Incoming:
 
 
 class Batcher:
-    def __init__(self, engine: F5Engine, *, max_size: int, wait_seconds: float) -> None:
+    def __init__(self, engine: Engine, *, max_size: int, wait_seconds: float) -> None:
         self.engine = engine
         self.max_size = max_size
         self.wait_seconds = wait_seconds
@@ -66,6 +70,15 @@ class Batcher:
         self._queue: list[_Queued] = []
         self._announced = 0  # jobs inside `incoming()` that have not submitted yet
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings) -> Batcher:
+        """`BATCH_MAX_SIZE` (by default per device) and `BATCH_WAIT_MS`."""
+        return cls(
+            engine,
+            max_size=settings.resolved_batch_max_size(engine.device),
+            wait_seconds=settings.batch_wait_ms / 1000,
+        )
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[Incoming]:

@@ -1,10 +1,19 @@
-"""The F5-TTS engine: the only module that imports f5_tts.
+"""The F5-TTS engine (family `f5-tts`): the only module that imports f5_tts.
 
-Loads the DiT checkpoint, vocabulary and Vocos vocoder from a baked model
-directory through f5_tts's own loaders, with the architecture taken from the
-manifest (never from the hub or the packaged yaml). Generates one chunk of text
-per item; the caller owns the chunk loop, which keeps results reproducible
-(f5_tts's own loop runs chunks in threads that share torch's RNG).
+`F5Engine` implements `tts_worker.engine.Engine` for f5_tts's flow-matching models: F5-TTS (DiT
+backbone) and E2-TTS (UNetT), whichever the manifest names. It loads the checkpoint, vocabulary and
+Vocos vocoder from a baked model directory through f5_tts's own loaders, with the architecture taken
+from the manifest (never from the hub or the packaged yaml). Generates one chunk of text per item;
+the caller owns the chunk loop, which keeps results reproducible (f5_tts's own loop runs chunks in
+threads that share torch's RNG).
+
+Frame budget: F5 sizes a generation from the reference's bytes of text per second of audio, and a
+generation (reference + generated) must stay within the ~22 s the model was trained on, and never
+past `MAX_FRAMES`. `max_chunk_bytes` gives chunking the text budget that keeps it there at any
+speed, `prepare_reference` refuses a transcript that cannot match its clip (which would skew every
+estimate; `engine.check_reference_text`), and `generate_batch` caps each item's generated frames at
+the budget (only f5_tts's extra time for very short texts reaches the cap), so no request can run a
+generation past the model's limit.
 
 `generate_batch` samples several independent generations (other jobs' chunks
 too; see batching.py) as one tensor batch. F5's `CFM.sample` takes a batch with
@@ -23,74 +32,29 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tts_worker.errors import InvalidAudio, ModelError
+from tts_worker.engine import ChunkAudio, Generation, Reference, SamplingParams, check_reference_text
+from tts_worker.errors import InvalidAudio, InvalidInput, ModelError
 from tts_worker.manifest import Manifest
+
+__all__ = ["SAMPLE_RATE", "ChunkAudio", "F5Engine", "Generation", "Reference", "SamplingParams"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 HOP_LENGTH = 256
 TARGET_RMS = 0.1
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH
 MAX_GENERATION_SECONDS = 22.0  # reference + generated audio, per generation (F5-TTS's training length)
+MAX_FRAMES = 8192  # the most mel frames (reference + generated) f5_tts generates in one go (~87 s)
+GENERATION_FRAMES = min(int(MAX_GENERATION_SECONDS * FRAMES_PER_SECOND), MAX_FRAMES)
 SHORT_TEXT_BYTES = 10
 SHORT_TEXT_SPEED = 0.3  # f5_tts gives chunks under 10 bytes extra time; kept so short texts are not clipped
-
-DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A prepared voice prompt: loudness-normalised 24 kHz audio on the model's device, and its text."""
-
-    audio: torch.Tensor  # (1, samples)
-    text: str
-    rms: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    nfe_steps: int = 32
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    speed: float = 1.0
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One chunk to speak: the voice, the text, how to sample it and the seed of its noise."""
-
-    ref: Reference
-    text: str
-    params: SamplingParams
-    seed: int
-
-    @property
-    def batch_key(self) -> tuple[int, float, float]:
-        """Generations batch together when these agree (one time grid and guidance for the whole batch)."""
-        return (self.params.nfe_steps, self.params.cfg_strength, self.params.sway_sampling_coef)
-
-
-@dataclass(frozen=True)
-class ChunkAudio:
-    wave: np.ndarray  # float32 at SAMPLE_RATE
-    sample_seconds: float  # of the whole batch this chunk was sampled in
-    vocoder_seconds: float  # of this chunk alone
-    batch_size: int = 1  # generations sampled together with this one, itself included
-
-
-def default_voice() -> tuple[bytes, str]:
-    """The English reference clip that ships with f5_tts, and its transcript."""
-    clip = files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")
-    return clip.read_bytes(), DEFAULT_VOICE_TEXT
 
 
 def _attention_backend(device: str) -> str:
@@ -110,6 +74,8 @@ def _attention_backend(device: str) -> str:
 
 
 class F5Engine:
+    """`engine.Engine` for f5_tts models (F5-TTS, E2-TTS)."""
+
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model: Any, vocoder: Any, device: str, manifest: Manifest) -> None:
@@ -156,9 +122,10 @@ class F5Engine:
         return engine
 
     def prepare_reference(
-        self, samples: np.ndarray, text: str, *, max_seconds: float, field: str = "voice"
+        self, samples: np.ndarray, text: str, *, max_seconds: float, field: str = "voice", text_field: str = "ref_text"
     ) -> Reference:
-        """Validate and normalise a mono 24 kHz reference clip and its transcript (errors name `field`)."""
+        """Validate and normalise a mono 24 kHz reference clip and its transcript (audio errors name
+        `field`, transcript errors `text_field`)."""
         seconds = len(samples) / SAMPLE_RATE
         if seconds < 1.0:
             raise InvalidAudio(f"{field}: reference audio is {seconds:.2f} s long; it must be at least 1 s")
@@ -176,6 +143,7 @@ class F5Engine:
         text = " ".join(text.split())
         if not text:
             raise InvalidAudio(f"{field}: the reference text is empty")
+        check_reference_text(text, seconds, field=text_field)
         # As f5_tts's preprocess: the prompt text ends with a sentence end and a space.
         if not text.endswith((".", "。", "!", "?")):
             text += "."
@@ -184,9 +152,28 @@ class F5Engine:
         return Reference(audio=audio.to(self.device), text=text, rms=rms, seconds=seconds)
 
     def max_chunk_bytes(self, ref: Reference, speed: float) -> int:
-        """Text per generation so that reference + output stays within F5-TTS's ~22 s (f5_tts's own rule)."""
-        rate = len(ref.text.encode("utf-8")) / ref.seconds
-        return max(20, int(rate * (MAX_GENERATION_SECONDS - ref.seconds) * speed))
+        """Text per generation so that reference + output stays within F5-TTS's ~22 s (and `MAX_FRAMES`):
+        the generated frames F5 estimates for it (`_generated_frames`) fit the budget at this speed."""
+        budget = GENERATION_FRAMES - self._ref_frames(ref)
+        size = int(budget * speed / self._frames_per_byte(ref))
+        if size < 4:  # not even one character of any script (UTF-8: up to 4 bytes) fits
+            raise InvalidInput("speed: with this reference, no text fits in one generation at this speed")
+        return size
+
+    @staticmethod
+    def _ref_frames(ref: Reference) -> int:
+        return int(ref.audio.shape[-1]) // HOP_LENGTH
+
+    def _frames_per_byte(self, ref: Reference) -> float:
+        return self._ref_frames(ref) / len(ref.text.encode("utf-8"))
+
+    def _generated_frames(self, gen: Generation) -> int:
+        """f5_tts's estimate of the frames to generate for `gen.text` (infer_batch_process's rule), capped at
+        what the frame budget leaves after the reference: only its extra time for very short texts can
+        reach the cap, which chunking (`max_chunk_bytes`) otherwise keeps every chunk within."""
+        size = len(gen.text.encode("utf-8"))
+        speed = SHORT_TEXT_SPEED if size < SHORT_TEXT_BYTES else gen.params.speed
+        return min(int(self._frames_per_byte(gen.ref) * size / speed), GENERATION_FRAMES - self._ref_frames(gen.ref))
 
     def generate(self, ref: Reference, text: str, params: SamplingParams, seed: int) -> ChunkAudio:
         return self.generate_batch([Generation(ref, text, params, seed)])[0]
@@ -197,15 +184,12 @@ class F5Engine:
             raise ValueError("generate_batch needs one or more generations with the same sampling parameters")
         from f5_tts.model.utils import convert_char_to_pinyin
 
-        texts, ref_frames, durations = [], [], []
-        for g in gens:
-            text = " ".join(g.text.split())
-            speed = SHORT_TEXT_SPEED if len(text.encode("utf-8")) < SHORT_TEXT_BYTES else g.params.speed
-            frames = g.ref.audio.shape[-1] // HOP_LENGTH
-            ref_bytes = len(g.ref.text.encode("utf-8"))
-            texts.append(g.ref.text + text)
-            ref_frames.append(frames)
-            durations.append(frames + int(frames / ref_bytes * len(text.encode("utf-8")) / speed))
+        gens = [Generation(g.ref, " ".join(g.text.split()), g.params, g.seed) for g in gens]
+        texts = [g.ref.text + g.text for g in gens]
+        ref_frames = [self._ref_frames(g.ref) for g in gens]
+        durations = [frames + self._generated_frames(g) for frames, g in zip(ref_frames, gens, strict=True)]
+        if max(durations) > MAX_FRAMES or max(len(t) for t in texts) > MAX_FRAMES:  # chunking prevents it
+            raise InvalidInput(f"text: a chunk needs more than the model's {MAX_FRAMES} frames; use shorter sentences")
         try:
             with self._lock, torch.inference_mode():
                 t0 = time.perf_counter()
