@@ -264,7 +264,7 @@ def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[st
     from tts_worker import handler as handlers
     from tts_worker.pipeline import Worker
     from tts_worker.settings import Settings
-    from tts_worker.tts import default_voice
+    from tts_worker.voices import default_voice
 
     settings = Settings(model_dir=model_dir, storage_dir=storage, device=os.environ.get("DEVICE", "cpu"))
     worker = Worker.load(settings)
@@ -347,7 +347,7 @@ def gpu_rows(model_dir: Path) -> list[dict[str, Any]]:
     from f5_tts.infer.utils_infer import infer_process, load_model, load_vocoder
 
     from tts_worker import manifest as mf
-    from tts_worker.tts import default_voice
+    from tts_worker.voices import default_voice
 
     manifest = mf.load_manifest(model_dir)
     backends = ["torch"]

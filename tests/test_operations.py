@@ -22,7 +22,7 @@ import soundfile as sf
 
 from s3server import BUCKET, SeaweedS3, s3_server, s3_settings
 from test_fetch import self_signed
-from tts_worker import pipeline as pipeline_module
+from tts_worker import subtitles
 from tts_worker.fetch import Fetcher
 from tts_worker.handler import make_handler
 from tts_worker.pipeline import Worker
@@ -276,13 +276,13 @@ def test_s3_outage_mid_job_leaves_nothing_and_the_next_job_succeeds(s3_worker, s
     the server is back the audio that was written is removed before the next job runs."""
     handler = make_handler(s3_worker)
     before = set(s3_server.keys(BUCKET))
-    real_build = pipeline_module.subtitles.build
+    real_build = subtitles.build
 
     def build_then_stop(*args, **kwargs):
         s3_server.stop()
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module.subtitles, "build", build_then_stop)
+    monkeypatch.setattr(subtitles, "build", build_then_stop)
     try:
         msg = error(handler, {"text": TEXT, "subtitles": {"formats": ["srt"]}, **FAST}, "storage_error")
         assert "timings/" in msg and "127.0.0.1" not in msg and "secret" not in msg.lower()

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tts_worker import pipeline
+from tts_worker import synthesis
 from tts_worker.handler import make_handler, make_streaming_handler
 
 FAST = {"nfe_steps": 4}
 RATE = 24_000
-FADE = pipeline.CROSS_FADE
+FADE = int(synthesis.CROSS_FADE_SECONDS * 24_000)
 LONG = " ".join(f"Sentence number {i} is here to make the text long enough for several chunks." for i in range(8))
 
 

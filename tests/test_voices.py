@@ -14,9 +14,11 @@ import soundfile as sf
 
 from s3server import SeaweedS3, s3_server, s3_settings
 from tts_worker import voices
+from tts_worker.audio import trim_at_pause
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound
+from tts_worker.references import ReferenceCache
 from tts_worker.storage import LocalStorage, S3Storage, StoredObject
-from tts_worker.voices import ReferenceCache, VoiceLibrary, import_seed, reference_key, trim_at_pause
+from tts_worker.voices import VoiceLibrary, import_seed, reference_key
 
 __all__ = ["s3_server"]
 
@@ -331,3 +333,14 @@ def test_cache_key_comes_from_the_sidecar_and_follows_content(library: VoiceLibr
     assert library.cache_key("cached") not in (None, key)  # new audio, new key: no stale reference
     assert reference_key("abc", "Some  text") == reference_key("abc", "Some text")
     assert reference_key("abc", "Some text") != reference_key("abc", "Other text")
+
+
+def test_the_voice_import_command_does_not_import_torch():
+    """`python -m tts_worker.voices import DIR` manages the library without loading model code."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'f5_tts.model', 'whisperx')"
+    code = f"import sys, tts_worker.voices; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -1,5 +1,8 @@
 """Audio in and out: decode uploaded/stored audio, resample, join chunks, trim
-long pauses, encode the result. numpy in, numpy out; no torch here.
+long pauses and long clips, encode the result. numpy in, numpy out; no torch here.
+
+`AudioFormat` is the one list of output formats: the job schema's `output_format`
+is this type, and `FORMATS` maps each to how it is encoded.
 """
 
 from __future__ import annotations
@@ -7,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -22,12 +26,15 @@ class Encoding:
     content_type: str
 
 
-FORMATS: dict[str, Encoding] = {
+AudioFormat = Literal["wav", "mp3", "flac", "ogg"]
+
+FORMATS: dict[AudioFormat, Encoding] = {
     "wav": Encoding("WAV", "PCM_16", "audio/wav"),
     "flac": Encoding("FLAC", "PCM_16", "audio/flac"),
     "ogg": Encoding("OGG", "VORBIS", "audio/ogg"),
     "mp3": Encoding("MP3", "MPEG_LAYER_III", "audio/mpeg"),
 }
+assert set(FORMATS) == set(get_args(AudioFormat))
 
 
 def decode(data: bytes, *, field: str) -> tuple[np.ndarray, int]:
@@ -110,7 +117,53 @@ def shorten_pauses(
     return np.concatenate(pieces)
 
 
-def encode(wave: np.ndarray, rate: int, fmt: str) -> bytes:
+def trim_at_pause(
+    samples: np.ndarray,
+    rate: int,
+    max_seconds: float = 12.0,
+    *,
+    min_pause: float = 0.1,
+    min_keep: float | None = None,
+    threshold_db: float = 30.0,
+) -> np.ndarray:
+    """At most `max_seconds` of `samples`, cut inside the last pause that starts before the limit.
+
+    A pause is at least `min_pause` s of 10 ms frames `threshold_db` below the loudest frame. The cut
+    keeps up to 0.2 s of the pause. With no pause after `min_keep` s (default: a third of the limit),
+    it is a hard cut at the limit with a 20 ms fade-out.
+    """
+    limit = int(max_seconds * rate)
+    if len(samples) <= limit:
+        return samples
+    frame = max(1, rate // 100)
+    n = limit // frame
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    level = 20.0 * np.log10(np.maximum(np.sqrt(np.mean(frames * frames, axis=1)), 1e-10))
+    silent = level < level.max() - threshold_db
+    keep_frames = int((max_seconds / 3 if min_keep is None else min_keep) * 100)
+    min_frames = max(1, int(min_pause * 100))
+    cut = None
+    i = n - 1
+    while i >= 0:
+        if not silent[i]:
+            i -= 1
+            continue
+        end = i + 1
+        while i >= 0 and silent[i]:
+            i -= 1
+        start = i + 1
+        if end - start >= min_frames and start >= keep_frames:
+            cut = (start + min(20, (end - start) // 2)) * frame
+            break
+    if cut is not None:
+        return samples[:cut]
+    out = samples[:limit].copy()
+    fade = min(len(out), rate // 50)
+    out[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return out
+
+
+def encode(wave: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
     enc = FORMATS[fmt]
     buf = io.BytesIO()
     sf.write(buf, np.clip(wave, -1.0, 1.0), rate, format=enc.container, subtype=enc.subtype)

@@ -64,7 +64,7 @@ import numpy as np
 
 from tts_worker import audio
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError
-from tts_worker.storage import S3Storage, Storage
+from tts_worker.storage import Storage
 
 if TYPE_CHECKING:
     from tts_worker.settings import Settings
@@ -219,9 +219,9 @@ class Fetcher:
         key = unquote(key)
         if not bucket or not key or len(key) > 1024 or any(ord(c) < 32 for c in key):
             raise InvalidInput(f"{field}: an s3:// URL must be s3://bucket/key")
-        if not isinstance(self.storage, S3Storage):
+        if self.storage is None or not self.storage.buckets:
             raise InvalidInput(f"{field}: s3:// URLs need S3 storage, and this worker has no bucket configured")
-        if bucket not in self.storage.fetch_buckets:
+        if bucket not in self.storage.buckets:
             raise InvalidInput(f"{field}: bucket {bucket!r} is not readable by this worker (see S3_FETCH_BUCKETS)")
         try:
             data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)

@@ -56,7 +56,7 @@ def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit 
             request = parse_request(job.get("input"), worker.limits)
             logger.info("%s started", request.operation)
             started = time.perf_counter()
-            result = worker.run(request, job_id, report, emit)
+            result: dict[str, Any] = dict(worker.run(request, job_id, report, emit))
             logger.info("%s completed in %.2f s", request.operation, time.perf_counter() - started)
             return result
         except WorkerError as exc:

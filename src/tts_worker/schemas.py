@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from tts_worker.audio import AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation
+from tts_worker.subtitles import SubtitleFormat, SubtitleOptions
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -39,8 +41,6 @@ OPERATION_ALIASES: dict[str, str] = {
 }
 
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")
-SUBTITLE_FORMATS = ("ass", "srt", "vtt", "json", "csv")
 _URL_PREFIXES = ("https://", "http://", "s3://")
 
 
@@ -96,7 +96,7 @@ class SubtitlesRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    formats: list[Literal["ass", "srt", "vtt", "json", "csv"]] = Field(["ass", "srt", "vtt"], min_length=1)
+    formats: list[SubtitleFormat] = Field(["ass", "srt", "vtt"], min_length=1)
     font: str | None = None
     font_size: int | None = None
     primary_colour: str | None = None
@@ -142,8 +142,6 @@ class SubtitlesRequest(BaseModel):
 
 
 def _subtitle_options(style: dict[str, Any], field: str | None) -> None:
-    from tts_worker.subtitles import SubtitleOptions
-
     try:
         SubtitleOptions(**style)
     except ValueError as exc:
@@ -204,7 +202,7 @@ class SynthesizeRequest(_TimedRequest):
     sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     remove_silence: bool = False
-    output_format: Annotated[Literal["wav", "mp3", "flac", "ogg"], BeforeValidator(_lower)] = "wav"
+    output_format: Annotated[AudioFormat, BeforeValidator(_lower)] = "wav"
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
 
     @model_validator(mode="before")

@@ -1,7 +1,8 @@
 """Where outputs and the voice library live, behind one small protocol.
 
-Keys are relative, `/`-separated (`output/<uuid>.wav`, `timings/<uuid>.json`,
-`voices/<name>.wav`); `new_key(prefix, ext)` makes unguessable ones. A backend
+Keys are relative, `/`-separated (`output/<stem>.wav`, `timings/<stem>.json`,
+`voices/<name>.wav`). A job's files share one unguessable stem (`new_stem()`), and
+`job_key(prefix, stem, ext)` is the one key scheme for them. A backend
 makes an object visible only once it is complete, and refuses keys that could
 escape its root. `list(prefix)` takes a directory-like prefix ending in `/`.
 
@@ -14,6 +15,9 @@ Backends:
   ones boto3 adds by default), requests retry with backoff on throttling, 5xx
   and dropped connections, large files go up in parts (a multipart upload is
   invisible until completed, and aborted on failure).
+
+`read_object(bucket, key, max_bytes)` reads an `s3://` input from one of `buckets`
+(what a request may read: empty for local storage).
 
 `open_storage(settings)` picks the backend. Every failure is a `StorageError`
 whose message names the operation and key and a short cause (an S3 error code,
@@ -34,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tts_worker.errors import StorageError
 
@@ -63,6 +67,8 @@ class ObjectInfo:
 
 class Storage(Protocol):
     name: str
+    buckets: frozenset[str]
+    """Buckets an `s3://` input may be read from (empty: this storage reads none)."""
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
 
@@ -80,19 +86,34 @@ class Storage(Protocol):
 
     def list(self, prefix: str) -> list[ObjectInfo]: ...
 
+    def read_object(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes | None:
+        """An object of one of `buckets` (at most `max_bytes + 1` bytes of it), or None when it does not exist."""
+        ...
+
     def check(self) -> None:
         """Fail fast at start: raises StorageError when the backend can't be written to."""
         ...
 
 
 PREFIXES = ("output/", "timings/", "voices/")
+JobPrefix = Literal["output/", "timings/"]
 
 
-def new_key(prefix: str, extension: str) -> str:
-    """An unguessable key: `output/3f2c...e1.wav`."""
-    if prefix not in PREFIXES:
-        raise ValueError(f"unknown storage prefix {prefix!r}")
-    return check_key(f"{prefix}{uuid.uuid4().hex}.{extension.lstrip('.')}")
+def new_stem() -> str:
+    """An unguessable stem for one job's files: `3f2c...e1`."""
+    return uuid.uuid4().hex
+
+
+def job_key(prefix: JobPrefix, stem: str, extension: str, *, part: str | None = None) -> str:
+    """The key of a job's file: `<prefix><stem>.<ext>`, or `<prefix><stem>/<part>.<ext>` for one piece
+    of it (a streamed chunk)."""
+    name = f"{stem}/{part}" if part else stem
+    return check_key(f"{prefix}{name}.{extension.lstrip('.')}")
+
+
+def new_key(prefix: JobPrefix, extension: str) -> str:
+    """A key under a new stem: `output/3f2c...e1.wav`."""
+    return job_key(prefix, new_stem(), extension)
 
 
 def check_key(key: str) -> str:
@@ -105,9 +126,13 @@ class LocalStorage:
     """Objects as files under `root`; writes go to a temp file in the same directory, then rename."""
 
     name = "local"
+    buckets: frozenset[str] = frozenset()
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+
+    def read_object(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes | None:
+        raise StorageError("local storage reads no buckets")
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -262,7 +287,7 @@ class S3Storage:
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
         # Buckets an `s3://` input may read: ours, plus those the operator lists. Reading any bucket the
         # credentials reach would let a request read objects it was never meant to see.
-        self.fetch_buckets = frozenset({bucket, *fetch_buckets})
+        self.buckets = frozenset({bucket, *fetch_buckets})
         self.config = Config(
             signature_version="s3v4",
             region_name=region or "us-east-1",

@@ -40,16 +40,18 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import pysubs2
 
-from tts_worker.words import WordTiming
+from tts_worker.words import WordTiming, rounded
 
 logger = logging.getLogger(__name__)
 
-SUBTITLE_FORMATS = ("ass", "srt", "vtt", "json", "csv")
+SubtitleFormat = Literal["ass", "srt", "vtt", "json", "csv"]
+SUBTITLE_FORMATS: tuple[SubtitleFormat, ...] = get_args(SubtitleFormat)
 
-CONTENT_TYPES = {
+CONTENT_TYPES: dict[SubtitleFormat, str] = {
     "ass": "text/x-ssa; charset=utf-8",
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
@@ -359,30 +361,15 @@ def _to_srt_vtt(
 # --- JSON / CSV ------------------------------------------------------------------------------------
 
 
-def _rows(words: Sequence[WordTiming]) -> list[dict[str, object]]:
-    """The timings as written to files: times to the millisecond, scores to 3 decimals (float noise dropped)."""
-    return [
-        {
-            "word": w["word"],
-            "start": round(w["start"], 3),
-            "end": round(w["end"], 3),
-            # NaN would make invalid JSON: an unknown score is null.
-            "score": round(w["score"], 3) if w["score"] is not None and math.isfinite(w["score"]) else None,
-            "interpolated": bool(w["interpolated"]),
-        }
-        for w in words
-    ]
-
-
 def _to_json(words: Sequence[WordTiming]) -> str:
-    return json.dumps(_rows(words), ensure_ascii=False, indent=1) + "\n"
+    return json.dumps(rounded(words), ensure_ascii=False, indent=1) + "\n"
 
 
 def _to_csv(words: Sequence[WordTiming]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["word", "start", "end", "score", "interpolated"], lineterminator="\n")
     writer.writeheader()
-    for row in _rows(words):
+    for row in rounded(words):
         # None -> empty cell (DictWriter's default); booleans as in the JSON.
         writer.writerow({**row, "interpolated": "true" if row["interpolated"] else "false"})
     return out.getvalue()
@@ -392,7 +379,7 @@ def _to_csv(words: Sequence[WordTiming]) -> str:
 
 
 def build(
-    fmt: str,
+    fmt: SubtitleFormat,
     words: Sequence[WordTiming],
     options: SubtitleOptions | None = None,
     duration: float | None = None,

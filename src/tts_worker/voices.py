@@ -19,12 +19,11 @@ removed first, the audio is written, then the sidecar; if the sidecar cannot be
 written the audio is deleted. A failed upload therefore never leaves a voice
 that looks usable with the wrong text.
 
-`ReferenceCache` is a per-worker LRU of prepared references bounded by entry
-count (`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about
-1.2 MB of float32 on the model's device, so the default holds about 20 MB).
-Keys come from `reference_key(audio_sha256, ref_text)`; for library voices
-`cache_key(name)` computes it from the sidecar alone, so a warm job skips the
+For library voices `cache_key(name)` computes the prepared-reference cache key
+(`reference_key`) from the sidecar alone, so a warm job skips the
 audio download and the decode/resample/normalise step.
+
+This module imports no torch (the import command runs without the models).
 
 Seed import: a directory in the original API's layout (`Voices/<name>.wav` +
 `<name>.txt`) goes into the configured storage with
@@ -44,19 +43,21 @@ import hashlib
 import json
 import logging
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tts_worker import audio, tts
+from tts_worker import audio
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound, WorkerError
 from tts_worker.schemas import voice_name
 from tts_worker.storage import Storage
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
 
 # Named for the module also when run as `python -m tts_worker.voices`, so the package's log level applies.
 logger = logging.getLogger("tts_worker.voices")
@@ -66,10 +67,17 @@ PREFIX = "voices/"
 MAX_REFERENCE_SECONDS = 12.0
 MAX_REF_TEXT_CHARS = 1000
 SIDECAR_VERSION = 1
+SAMPLE_RATE = 24_000  # library clips are stored as mono PCM-16 at this rate
+DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
 
 Transcriber = Callable[[np.ndarray, int], str]
 """(mono float32 samples at 24 kHz, sample rate) -> transcript."""
-T = TypeVar("T")
+
+
+def default_voice() -> tuple[bytes, str]:
+    """The English reference clip that ships with f5_tts, and its transcript (a data file; no code imported)."""
+    clip = files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")
+    return clip.read_bytes(), DEFAULT_VOICE_TEXT
 
 
 @dataclass(frozen=True)
@@ -140,95 +148,6 @@ def reference_key(audio_sha256: str, ref_text: str) -> str:
     return f"ref:{audio_sha256}:{text[:32]}"
 
 
-def trim_at_pause(
-    samples: np.ndarray,
-    rate: int,
-    max_seconds: float = MAX_REFERENCE_SECONDS,
-    *,
-    min_pause: float = 0.1,
-    min_keep: float | None = None,
-    threshold_db: float = 30.0,
-) -> np.ndarray:
-    """At most `max_seconds` of `samples`, cut inside the last pause that starts before the limit.
-
-    A pause is at least `min_pause` s of 10 ms frames `threshold_db` below the loudest frame. The cut
-    keeps up to 0.2 s of the pause. With no pause after `min_keep` s (default: a third of the limit),
-    it is a hard cut at the limit with a 20 ms fade-out.
-    """
-    limit = int(max_seconds * rate)
-    if len(samples) <= limit:
-        return samples
-    frame = max(1, rate // 100)
-    n = limit // frame
-    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
-    level = 20.0 * np.log10(np.maximum(np.sqrt(np.mean(frames * frames, axis=1)), 1e-10))
-    silent = level < level.max() - threshold_db
-    keep_frames = int((max_seconds / 3 if min_keep is None else min_keep) * 100)
-    min_frames = max(1, int(min_pause * 100))
-    cut = None
-    i = n - 1
-    while i >= 0:
-        if not silent[i]:
-            i -= 1
-            continue
-        end = i + 1
-        while i >= 0 and silent[i]:
-            i -= 1
-        start = i + 1
-        if end - start >= min_frames and start >= keep_frames:
-            cut = (start + min(20, (end - start) // 2)) * frame
-            break
-    if cut is not None:
-        return samples[:cut]
-    out = samples[:limit].copy()
-    fade = min(len(out), rate // 50)
-    out[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-    return out
-
-
-class ReferenceCache(Generic[T]):
-    """Least-recently-used prepared references, at most `max_entries` (0 disables). Thread-safe."""
-
-    def __init__(self, max_entries: int) -> None:
-        if max_entries < 0:
-            raise ValueError("max_entries must be >= 0")
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, T] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: str) -> T | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: str, value: T) -> None:
-        if self.max_entries == 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-
-    def get_or_create(self, key: str, create: Callable[[], T]) -> T:
-        """The cached value, or `create()` stored under `key` (not under the lock: creation may be slow)."""
-        value = self.get(key)
-        if value is None:
-            value = create()
-            self.put(key, value)
-        return value
-
-
 class VoiceLibrary:
     def __init__(
         self,
@@ -243,9 +162,18 @@ class VoiceLibrary:
         self.min_seconds = min_seconds
         self.max_input_seconds = max_input_seconds
 
+    @classmethod
+    def from_settings(cls, storage: Storage, settings: Settings) -> VoiceLibrary:
+        return cls(
+            storage,
+            max_seconds=settings.max_reference_seconds,
+            min_seconds=settings.min_audio_seconds,
+            max_input_seconds=settings.max_audio_seconds,
+        )
+
     def get(self, name: str | None) -> Voice:
         if name is None or name == DEFAULT_VOICE:
-            audio, text = tts.default_voice()
+            audio, text = default_voice()
             return Voice(DEFAULT_VOICE, audio, text)
         stored = self._storage.get(audio_key(name))
         if stored is None:
@@ -335,12 +263,12 @@ class VoiceLibrary:
             raise InvalidAudio(f"{field}: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed")
         if seconds > self.max_input_seconds:
             raise InvalidAudio(f"{field}: the clip is {seconds:.1f} s long; the limit is {self.max_input_seconds:g} s")
-        samples = audio.resample(samples, rate, tts.SAMPLE_RATE)
+        samples = audio.resample(samples, rate, SAMPLE_RATE)
         if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < 1e-5:
             raise InvalidAudio(f"{field}: the clip is silent")
-        clip = trim_at_pause(samples, tts.SAMPLE_RATE, self.max_seconds)
+        clip = audio.trim_at_pause(samples, SAMPLE_RATE, self.max_seconds)
         trimmed = len(clip) < len(samples)
-        kept = len(clip) / tts.SAMPLE_RATE
+        kept = len(clip) / SAMPLE_RATE
 
         if trimmed and text and transcribe is None:
             raise InvalidInput(
@@ -351,18 +279,18 @@ class VoiceLibrary:
         if trimmed or not text:
             if transcribe is None:
                 raise InvalidInput("ref_text: is required: no speech recognition model is available to transcribe")
-            text = " ".join(transcribe(clip, tts.SAMPLE_RATE).split())
+            text = " ".join(transcribe(clip, SAMPLE_RATE).split())
             if not text:
                 raise InvalidAudio(f"{field}: no speech was recognised in the clip; send its ref_text")
             logger.info("voices: transcribed %s (%d characters)", name, len(text))
 
-        wav = audio.encode(clip, tts.SAMPLE_RATE, "wav")
+        wav = audio.encode(clip, SAMPLE_RATE, "wav")
         info = VoiceInfo(
             name=name,
             ref_text=text,
             language=language,
             duration=round(kept, 3),
-            sample_rate=tts.SAMPLE_RATE,
+            sample_rate=SAMPLE_RATE,
             sha256=hashlib.sha256(wav).hexdigest(),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             trimmed_from=round(seconds, 3) if trimmed else None,
@@ -460,12 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings()
     log.configure(settings.log_level)
-    library = VoiceLibrary(
-        open_storage(settings),
-        max_seconds=settings.max_reference_seconds,
-        min_seconds=settings.min_audio_seconds,
-        max_input_seconds=settings.max_audio_seconds,
-    )
+    library = VoiceLibrary.from_settings(open_storage(settings), settings)
     try:
         report = import_seed(library, args.directory, replace=args.replace, language=args.language)
     except WorkerError as exc:

@@ -1,0 +1,129 @@
+"""The voice prompt of a synthesis job: which clip and transcript, fetched, prepared and cached.
+
+`VoicePrompts.for_request(req)` resolves `voice` (a library name, or the built-in voice),
+`voice_url` or `voice_base64` into the engine's prepared `Reference` and a label for the result.
+Without `ref_text`, a fetched clip is transcribed with the baked ASR model.
+
+`ReferenceCache` is a per-worker LRU of prepared references bounded by entry count
+(`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about 1.2 MB of float32 on the
+model's device, so the default holds about 20 MB). Keys come from `voices.reference_key(audio
+sha256, ref_text)`; a library voice's key comes from its sidecar, so a warm job skips the download.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import numpy as np
+
+from tts_worker import audio
+from tts_worker.errors import InvalidInput
+from tts_worker.voices import DEFAULT_VOICE, VoiceLibrary, reference_key
+
+if TYPE_CHECKING:
+    from tts_worker.alignment import Aligner
+    from tts_worker.engine import Engine, Reference
+    from tts_worker.fetch import Fetcher
+    from tts_worker.schemas import SynthesizeRequest
+    from tts_worker.settings import Settings
+
+T = TypeVar("T")
+
+
+class ReferenceCache(Generic[T]):
+    """Least-recently-used prepared references, at most `max_entries` (0 disables). Thread-safe."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: str, value: T) -> None:
+        if self.max_entries == 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def get_or_create(self, key: str, create: Callable[[], T]) -> T:
+        """The cached value, or `create()` stored under `key` (not under the lock: creation may be slow)."""
+        value = self.get(key)
+        if value is None:
+            value = create()
+            self.put(key, value)
+        return value
+
+
+class VoicePrompts:
+    """Prepared voice prompts for requests, cached by content; one per worker, safe to share."""
+
+    def __init__(
+        self, engine: Engine, voices: VoiceLibrary, fetcher: Fetcher, aligner: Aligner, settings: Settings
+    ) -> None:
+        self.engine = engine
+        self.voices = voices
+        self.fetcher = fetcher
+        self.aligner = aligner
+        self.max_seconds = settings.max_reference_seconds
+        self.cache: ReferenceCache[Reference] = ReferenceCache(settings.reference_cache_entries)
+
+    def for_request(self, req: SynthesizeRequest) -> tuple[Reference, str]:
+        """The prepared voice prompt and a label for the result (`voice_url`, `voice_base64` or the name)."""
+        remote = req.voice_url or req.voice_base64
+        if remote is not None:
+            where = "voice_url" if req.voice_url else "voice_base64"
+            fetched = self.fetcher.fetch_audio(remote, field=where)
+            text, text_field = req.ref_text, "ref_text"
+            if text is None:
+                text, text_field = self._transcribe(fetched.samples, fetched.sample_rate, req.language), where
+            ref = self.cache.get_or_create(
+                reference_key(fetched.sha256, text),
+                lambda: self._prepare(fetched.samples, fetched.sample_rate, text, where, text_field),
+            )
+            return ref, where
+
+        name = req.voice or DEFAULT_VOICE
+        key = "default-voice" if name == DEFAULT_VOICE else self.voices.cache_key(name)
+        cached = self.cache.get(key) if key else None
+        if cached is not None:
+            return cached, name
+        voice = self.voices.get(name)
+        samples, rate = audio.decode(voice.audio, field="voice")
+        ref = self._prepare(samples, rate, voice.ref_text, "voice", "voice")
+        if key:
+            self.cache.put(key, ref)
+        return ref, name
+
+    def _prepare(self, samples: np.ndarray, rate: int, text: str, where: str, text_field: str) -> Reference:
+        samples = audio.resample(samples, rate, self.engine.sample_rate)
+        return self.engine.prepare_reference(
+            samples, text, max_seconds=self.max_seconds, field=where, text_field=text_field
+        )
+
+    def _transcribe(self, samples: np.ndarray, rate: int, language: str | None) -> str:
+        text = self.aligner.transcribe(samples, rate, language)
+        if not text.strip():
+            raise InvalidInput("ref_text: no speech was recognised in the reference audio; send its ref_text")
+        return text

@@ -1,0 +1,223 @@
+"""The synthesize operation, stage by stage, around one `Synthesis` object per request.
+
+Stages, in order (each a method of `Synthesizer`; `Synthesis` carries what they produce):
+
+    1. voice      the prepared voice prompt (`references.VoicePrompts`), timed as `reference`
+    2. plan       the text split into chunks the engine can speak in one generation each
+                  (`chunking.split_text` within `Engine.max_chunk_bytes`), one seeded `Generation`
+                  per chunk: seed + chunk index
+    3. generate   every chunk through the `Batcher` (all at once, or, streaming, one after another so
+                  the first is out soonest); each finished chunk is post-processed, reported as
+                  progress, and (streaming) stored and emitted as a partial result
+    4. join       chunks joined with a cross-fade; each chunk's sample range recorded
+    5. timings    words aligned inside each chunk's range, subtitles built (`timings`)
+    6. store      audio encoded and stored, the result assembled
+
+A stage that transforms the text (a normaliser) belongs between 1 and 2; one that judges or
+re-samples chunks (a quality guard) belongs in 3, where each chunk's audio arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tts_worker import audio
+from tts_worker.alignment import Aligner
+from tts_worker.batching import Batcher, Incoming
+from tts_worker.chunking import TextChunk, split_text
+from tts_worker.engine import ChunkAudio, Engine, Generation, Reference, SamplingParams
+from tts_worker.errors import InvalidInput
+from tts_worker.job import Job
+from tts_worker.references import VoicePrompts
+from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
+from tts_worker.schemas import SynthesizeRequest
+from tts_worker.timings import align_words, store_subtitles
+from tts_worker.words import WordTiming, rounded
+
+logger = logging.getLogger(__name__)
+
+CROSS_FADE_SECONDS = 0.15  # two chunks overlap by this much when joined
+
+
+@dataclass
+class Synthesis:
+    """One synthesize request in flight: what the stages have produced so far."""
+
+    req: SynthesizeRequest
+    job: Job
+    seed: int
+    voice: str = ""  # label of the voice for the result
+    ref: Reference | None = None
+    chunks: list[TextChunk] = field(default_factory=list)
+    generations: list[Generation] = field(default_factory=list)
+    waves: list[np.ndarray] = field(default_factory=list)  # post-processed, one per chunk
+    batch_sizes: list[int] = field(default_factory=list)
+    end: int = 0  # samples of the joined audio so far
+
+    @property
+    def streaming(self) -> bool:
+        return self.req.stream and self.job.emit is not None
+
+
+class Synthesizer:
+    def __init__(self, engine: Engine, batcher: Batcher, aligner: Aligner, prompts: VoicePrompts, storage: str) -> None:
+        self.engine = engine
+        self.batcher = batcher
+        self.aligner = aligner
+        self.prompts = prompts
+        self.storage = storage  # the backend's name, for the result
+        self.cross_fade = int(CROSS_FADE_SECONDS * engine.sample_rate)
+
+    def run(self, req: SynthesizeRequest, job: Job) -> SynthesisResult:
+        """Speak `req.text`. Streaming, each chunk is stored and passed to `job.emit` as soon as it is
+        ready; the return value is the whole result either way."""
+        if req.stream and job.emit is None:
+            raise InvalidInput("stream: this endpoint does not stream; deploy it with STREAMING=true")
+        syn = Synthesis(req, job, seed=req.seed if req.seed is not None else secrets.randbelow(2**31))
+        with self.batcher.incoming() as incoming:  # announced before the voice is ready: batches wait for it
+            with job.watch.stage("reference"):
+                syn.ref, syn.voice = self.prompts.for_request(req)
+            self._plan(syn)
+            pending = self._submit_first(syn, incoming)
+        self._generate(syn, pending)
+        return self._finish(syn)
+
+    # -- 2. plan ------------------------------------------------------------------------------------
+
+    def _plan(self, syn: Synthesis) -> None:
+        req, ref = syn.req, syn.ref
+        assert ref is not None
+        params = SamplingParams(
+            nfe_steps=req.nfe_steps,
+            cfg_strength=req.cfg_strength,
+            sway_sampling_coef=req.sway_sampling_coef,
+            speed=req.speed,
+        )
+        syn.chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
+        syn.generations = [Generation(ref, c.text, params, (syn.seed + i) % 2**32) for i, c in enumerate(syn.chunks)]
+        logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(syn.chunks), syn.seed)
+
+    # -- 3. generate --------------------------------------------------------------------------------
+
+    def _submit_first(self, syn: Synthesis, incoming: Incoming) -> list[Future[ChunkAudio]]:
+        return incoming.submit(syn.generations[:1] if syn.req.stream else syn.generations)
+
+    def _generate(self, syn: Synthesis, pending: list[Future[ChunkAudio]]) -> None:
+        watch = syn.job.watch
+        vocoder = streaming = 0.0
+        waited = time.perf_counter()
+        count = len(syn.chunks)
+        try:
+            for i in range(count):
+                out = pending[i].result()
+                if len(pending) == i + 1 < count:  # streaming: the next chunk samples while this one is stored
+                    pending += self.batcher.submit([syn.generations[i + 1]])
+                vocoder += out.vocoder_seconds
+                self._add_chunk(syn, out)
+                syn.job.progress({"stage": "synthesis", "chunk": i + 1, "chunks": count})
+                if syn.streaming:
+                    t0 = time.perf_counter()
+                    self._stream_chunk(syn, i)
+                    streaming += time.perf_counter() - t0
+        except BaseException:
+            for future in pending:  # the job is failing: drop its chunks still queued
+                future.cancel()
+            raise
+        watch.add("vocoder", vocoder)
+        # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
+        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming)
+        if streaming:
+            watch.add("streaming", streaming)
+
+    def _add_chunk(self, syn: Synthesis, out: ChunkAudio) -> None:
+        wave = audio.shorten_pauses(out.wave, self.engine.sample_rate) if syn.req.remove_silence else out.wave
+        overlap = audio.crossfade_overlap(len(syn.waves[-1]), len(wave), self.cross_fade) if syn.waves else 0
+        syn.end += len(wave) - overlap
+        syn.waves.append(wave)
+        syn.batch_sizes.append(out.batch_size)
+
+    def _stream_chunk(self, syn: Synthesis, index: int) -> None:
+        """Chunk `index` as a partial result: its own audio file, where it starts in the whole, and (when
+        asked) its words, aligned on the chunk alone and placed on the whole's timeline."""
+        req, wave, chunk, rate = syn.req, syn.waves[index], syn.chunks[index], self.engine.sample_rate
+        start = syn.end - len(wave)
+        data = audio.encode(wave, rate, req.output_format)
+        stored = syn.job.store(
+            "output/", req.output_format, data, audio.FORMATS[req.output_format].content_type, part=f"chunk-{index:03d}"
+        )
+        partial = StreamedChunk(
+            type="chunk",
+            job_id=syn.job.id,
+            index=index,
+            chunks=len(syn.chunks),
+            text=chunk.text,
+            char_start=chunk.start,
+            char_end=chunk.end,
+            audio_url=stored["url"],
+            audio=stored,
+            start=round(start / rate, 4),
+            duration=round(len(wave) / rate, 4),
+            start_sample=start,
+            samples=len(wave),
+            sample_rate=rate,
+        )
+        if req.word_timings or req.subtitles:
+            words = self.aligner.align(wave, rate, chunk.text, [], language=req.language)
+            offset = start / rate
+            partial["word_timings"] = rounded(
+                [WordTiming(**{**w, "start": w["start"] + offset, "end": w["end"] + offset}) for w in words]
+            )
+        assert syn.job.emit is not None
+        syn.job.emit(dict(partial))
+
+    # -- 4-6. join, timings, store --------------------------------------------------------------------
+
+    def _finish(self, syn: Synthesis) -> SynthesisResult:
+        req, job, rate = syn.req, syn.job, self.engine.sample_rate
+        with job.watch.stage("postprocess"):
+            wave, ranges = audio.crossfade_join(syn.waves, self.cross_fade)
+        spans = [(c.start, c.end, s, e) for c, (s, e) in zip(syn.chunks, ranges, strict=True)]
+        words = align_words(self.aligner, job, req, wave, rate, spans)
+        with job.watch.stage("encode"):
+            data = audio.encode(wave, rate, req.output_format)
+        job.progress({"stage": "storage"})
+        with job.watch.stage("storage"):
+            stored = job.store("output/", req.output_format, data, audio.FORMATS[req.output_format].content_type)
+        subs = store_subtitles(job, req.subtitles, words, len(wave) / rate)
+        result = SynthesisResult(
+            status="completed",
+            operation="synthesize",
+            job_id=job.id,
+            audio_url=stored["url"],
+            audio=stored,
+            storage=self.storage,
+            duration=round(len(wave) / rate, 4),
+            sample_rate=rate,
+            samples=len(wave),
+            format=req.output_format,
+            seed=syn.seed,
+            text=req.text,
+            voice=syn.voice,
+            chunks=[
+                ChunkInfo(
+                    index=i, text=c.text, char_start=c.start, char_end=c.end, start_sample=s, end_sample=e, batch_size=n
+                )
+                for i, (c, (s, e), n) in enumerate(zip(syn.chunks, ranges, syn.batch_sizes, strict=True))
+            ],
+            model={"name": self.engine.name, "tiny": self.engine.tiny},
+            processing_time=job.watch.report(),
+        )
+        if req.stream:
+            result["type"] = "result"
+        if subs is not None:
+            result |= subs
+        if words is not None:
+            result["word_timings"] = rounded(words)
+        result["processing_time"] = job.watch.report()  # last: the total includes everything above
+        return result

@@ -1,0 +1,52 @@
+"""The timing stages every operation with a text shares: align the words, then build and store the
+subtitle files the request asked for.
+
+`align_words` runs only when the request wants `word_timings` or subtitles. `store_subtitles` builds
+each requested format from the timings with `tts_worker.subtitles` and stores it through the job as
+`timings/<stem>.<format>`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tts_worker import subtitles
+from tts_worker.alignment import Aligner
+from tts_worker.job import Job
+from tts_worker.results import StoredFile, Subtitles
+from tts_worker.schemas import AlignRequest, SubtitlesRequest, SynthesizeRequest
+from tts_worker.words import WordTiming
+
+Span = tuple[int, int, int, int]
+"""(char_start, char_end, start_sample, end_sample) of one chunk: where its text and audio lie."""
+
+
+def align_words(
+    aligner: Aligner,
+    job: Job,
+    req: SynthesizeRequest | AlignRequest,
+    wave: np.ndarray,
+    sample_rate: int,
+    spans: list[Span],
+) -> list[WordTiming] | None:
+    """One timing per word of `req.text`, each chunk aligned inside its span (the whole audio when none)."""
+    if not (req.word_timings or req.subtitles):
+        return None
+    job.progress({"stage": "alignment"})
+    with job.watch.stage("alignment"):
+        return aligner.align(wave, sample_rate, req.text, spans, language=req.language)
+
+
+def store_subtitles(
+    job: Job, spec: SubtitlesRequest | None, words: list[WordTiming] | None, duration: float
+) -> Subtitles | None:
+    if spec is None or words is None:
+        return None
+    options = subtitles.SubtitleOptions(**spec.style())
+    files: dict[str, StoredFile] = {}
+    for fmt in spec.formats:
+        with job.watch.stage("subtitles"):
+            data, content_type = subtitles.build(fmt, words, options, duration)
+        with job.watch.stage("storage"):
+            files[fmt] = job.store("timings/", fmt, data, content_type)
+    return Subtitles(subtitles=files, subtitles_url=files[spec.formats[0]]["url"])
