@@ -205,6 +205,24 @@ def test_srt_and_vtt_cues_match_the_ass_lines_and_the_speech(speech):
             assert abs(cue.start - w["start"] * 1000) <= 1 and abs(cue.end - w["end"] * 1000) <= 1
 
 
+def test_ko_draws_an_outline_layer_under_the_karaoke(speech):
+    _, _, words = speech
+    data, _ = build("ass", words, SubtitleOptions(karaoke="ko", outline_colour="#000001"))
+    subs = pysubs2.SSAFile.from_string(data.decode("utf-8"))
+    base = [e for e in subs.events if e.style == "Outline"]
+    karaoke = [e for e in subs.events if e.style == "Default"]
+    assert len(base) == len(karaoke) == len(subs.events) // 2 > 0
+    for under, over in zip(base, karaoke, strict=True):
+        # The same text at the same times, below: the layout is identical, only the drawing differs.
+        assert (under.layer, over.layer) == (0, 1) and (under.start, under.end) == (over.start, over.end)
+        assert event_lines(under) == event_lines(over)
+        assert re.sub(r"\\ko(\d+)", r"\\k\1", over.text) == under.text
+    outline, top = subs.styles["Outline"], subs.styles["Default"]
+    assert outline.outlinecolor == pysubs2.Color(0, 0, 1) and outline.outline > 0  # every word, throughout
+    assert top.outlinecolor == pysubs2.Color(0xFF, 0xD7, 0x00) and top.shadow == 0  # the highlight, once sung
+    assert top.secondarycolor.a == 0xFF  # nothing drawn by the top layer before a word is sung
+
+
 # --- karaoke invariants on awkward times -----------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ Where the numbers come from (measured with DejaVu Sans, the font the worker ship
 - `vertical` (1080x1920, shorts and reels): the platforms' buttons cover the right edge (about 15 %
   of the width) and their captions and progress bar the bottom (about 20 %), their tabs the top
   (about 10 %). 80 px makes 24 characters, the line limit, fill the 840 px left between the side
-  insets (24 x 0.43 x 80 = 826 px); the old 64 px left a line at about half the frame width.
+  insets (24 x 0.43 x 80 = 826 px); at the old 64 px such a line spanned 61 % of the frame width.
 - `square` (1080x1080): 32 characters at 64 px take 880 of the 952 px between 5 % side insets.
 - Outline 5.5 % of the font size and a 1.5-2 px shadow keep white text readable on a white frame
   (the tests render one and measure the outline pixels).
@@ -20,11 +20,14 @@ Where the numbers come from (measured with DejaVu Sans, the font the worker ship
 From options (`tts_worker.subtitles.SubtitleOptions`) this module also derives the ASS styles
 (`ass_styles`) and the limits lines must fit in (`line_rules`): the width between the side insets
 less twice the outline and the shadow, and as many lines (the line pitch is the font size) as fit
-between `margin_v` and the safe inset on the other side.
+between `margin_v` and the safe inset on the other side. `margin_v` is where the ink ends: the ASS
+margin adds the outline (and below, the shadow) to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,21 +72,28 @@ def line_rules(opts: SubtitleOptions, word_count: int) -> LineRules:
     p = opts.preset
     font = fonts.resolve(opts.font)
     size = opts.size
-    border = 2 * max(opts.outline_width, ko_outline(opts)) + opts.shadow_depth
+    outline = max(opts.outline_width, ko_outline(opts))
+    border = 2 * outline + opts.shadow_depth
     if opts.position == "middle":
-        height = 2 * min(p.height / 2 - p.safe_top, p.height / 2 - p.safe_bottom)
-    elif opts.position == "top":
-        height = p.height - opts.vertical_margin - p.safe_bottom
-    else:
-        height = p.height - opts.vertical_margin - p.safe_top
+        height = 2 * min(p.height / 2 - p.safe_top, p.height / 2 - p.safe_bottom) - border
+    else:  # from the ASS margin (margin_v plus the overhang) to the safe inset on the other side, less the outline
+        other = p.safe_bottom if opts.position == "top" else p.safe_top
+        height = p.height - opts.vertical_margin - math.ceil(_overhang(opts)) - other - outline
     return LineRules(
         measure=lambda text: font.width(text, size),
         max_width=max(1.0, p.width - p.safe_left - p.safe_right - border - SLACK),
         max_chars=opts.chars_per_line,
         max_words=opts.max_words_per_line or max(1, word_count),
-        max_lines=max(1, min(opts.max_lines, int((height - border) // size))),
+        max_lines=max(1, min(opts.max_lines, int(height // size))),
         split_pause=opts.split_pause,
     )
+
+
+def _overhang(opts: SubtitleOptions) -> float:
+    """How far ink reaches past the text box towards `margin_v`'s edge: the outline, and and below, the shadow."""
+    if opts.position == "middle":
+        return 0.0
+    return max(opts.outline_width, ko_outline(opts)) + (opts.shadow_depth if opts.position == "bottom" else 0.0)
 
 
 def colour(hex_rgb: str, alpha: int = 0) -> pysubs2.Color:
@@ -102,24 +112,27 @@ def ass_styles(opts: SubtitleOptions) -> dict[str, pysubs2.SSAStyle]:
     shadow throughout, and `Default` (layer 1) only what `\\ko` shows once a word is sung: the text and an
     outline in the highlight colour."""
     p = opts.preset
-    common = {
-        "fontname": opts.font,
-        "fontsize": float(opts.size),
-        "backcolor": pysubs2.Color(0, 0, 0, 0x80),
-        "alignment": POSITIONS[opts.position],
-        "marginl": p.safe_left,
-        "marginr": p.safe_right,
-        "marginv": opts.vertical_margin,
-    }
-    outline = {"outline": opts.outline_width, "shadow": opts.shadow_depth, "outlinecolor": colour(opts.outline_colour)}
+    style = pysubs2.SSAStyle(
+        fontname=opts.font,
+        fontsize=float(opts.size),
+        primarycolor=colour(opts.highlight_colour),
+        secondarycolor=colour(opts.primary_colour),
+        outlinecolor=colour(opts.outline_colour),
+        backcolor=pysubs2.Color(0, 0, 0, 0x80),
+        outline=opts.outline_width,
+        shadow=opts.shadow_depth,
+        alignment=POSITIONS[opts.position],
+        marginl=p.safe_left,
+        marginr=p.safe_right,
+        marginv=opts.vertical_margin + math.ceil(_overhang(opts)),
+    )
     if opts.karaoke != "ko":
-        karaoke = {"primarycolor": colour(opts.highlight_colour), "secondarycolor": colour(opts.primary_colour)}
-        return {"Default": pysubs2.SSAStyle(**common, **karaoke, **outline)}
+        return {"Default": style}
     text = colour(opts.primary_colour)
     return {
-        "Outline": pysubs2.SSAStyle(**common, **outline, primarycolor=text, secondarycolor=text),
-        "Default": pysubs2.SSAStyle(
-            **common,
+        "Outline": dataclasses.replace(style, primarycolor=text, secondarycolor=text),
+        "Default": dataclasses.replace(
+            style,
             primarycolor=text,
             secondarycolor=colour(opts.primary_colour, alpha=0xFF),  # nothing drawn before the word is sung
             outlinecolor=colour(opts.highlight_colour),
