@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tts_worker import audio, subtitles, tts
+from tts_worker import audio, subtitles, tts, video
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
 from tts_worker.chunking import TextChunk, split_text
@@ -344,6 +344,9 @@ class Worker:
             stored = staged.put(key, data, audio.FORMATS[req.output_format].content_type)
         result |= {"audio_url": stored.url, "audio": _stored(stored)}
         result |= self._store_subtitles(req.subtitles, words, len(wave) / tts.SAMPLE_RATE, stem, staged, watch)
+        if req.video is not None:  # the rendered video (tts_worker.video)
+            with watch.stage("video"):
+                result |= video.store(req, words, wave, tts.SAMPLE_RATE, stem, staged, self.fetcher)
 
         result |= {
             "storage": self.storage.name,
@@ -420,7 +423,7 @@ class Worker:
         watch: Stopwatch,
         progress: Progress,
     ) -> list[WordTiming] | None:
-        if not (req.word_timings or req.subtitles):
+        if not (req.word_timings or req.subtitles or req.video):
             return None
         progress({"stage": "alignment"})
         with watch.stage("alignment"):
@@ -462,8 +465,12 @@ class Worker:
         words = self._timings(req, wave, [], watch, progress)
         duration = len(wave) / tts.SAMPLE_RATE
         result: dict[str, Any] = {"status": "completed", "operation": "align", "job_id": job_id}
+        stem = uuid.uuid4().hex
         with self._staged() as staged:
-            result |= self._store_subtitles(req.subtitles, words, duration, uuid.uuid4().hex, staged, watch)
+            result |= self._store_subtitles(req.subtitles, words, duration, stem, staged, watch)
+            if req.video is not None:  # the rendered video (tts_worker.video)
+                with watch.stage("video"):
+                    result |= video.store(req, words, wave, tts.SAMPLE_RATE, stem, staged, self.fetcher)
         result |= {"storage": self.storage.name, "duration": round(duration, 4), "text": req.text}
         if words is not None:
             result["word_timings"] = _rounded(words)
