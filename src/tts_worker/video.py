@@ -125,7 +125,8 @@ def fetch_background(value: str, size: tuple[int, int], fetcher: Fetcher) -> Ima
     if width * height > MAX_IMAGE_PIXELS:
         raise InvalidInput(f"{field}: the image is {width}x{height} pixels; {limit}")
     try:
-        image.draft("RGB", size)  # JPEG: decode at the smallest scale still covering the frame
+        # JPEG: decode at the smallest scale that still covers the frame either way up (EXIF may rotate it).
+        image.draft("RGB", (max(size), max(size)))
         upright = ImageOps.exif_transpose(image).convert("RGB")
         return ImageOps.fit(upright, size, Image.Resampling.LANCZOS)
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -140,37 +141,40 @@ def render(
     if exe is None:
         raise RenderError("video: ffmpeg is not installed on this worker")
     duration = len(wave) / sample_rate
-    with tempfile.TemporaryDirectory(prefix="tts-video-") as tmp:
-        work = Path(tmp)
-        (work / "subs.ass").write_bytes(ass)
-        sf.write(work / "audio.wav", wave, sample_rate, subtype="PCM_16")
-        if isinstance(background, Image.Image):
-            # Decoded and converted to yuv420p once, then repeated by the loop filter (image2's -loop would
-            # decode and convert the PNG for every frame: 1.7x the render time).
-            background.save(work / "background.png")
-            frames, repeat = ["-framerate", str(FPS), "-i", "background.png"], f"loop=-1:1:0,setpts=N/{FPS}/TB,"
-        else:
-            frames, repeat = ["-f", "lavfi", "-i", f"color=c=0x{background[1:]}:s={size[0]}x{size[1]}:r={FPS}"], ""
-        cmd = [exe, "-nostdin", "-hide_banner", "-v", "error", "-y", *frames, "-i", "audio.wav"]
-        graph = f"[0:v]format=yuv420p,{repeat}ass=subs.ass,format=yuv420p[v]"
-        cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "1:a"]
-        cmd += ["-t", f"{duration:.3f}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23"]
-        cmd += ["-threads", str(THREADS), "-filter_threads", "1", "-c:a", "aac", "-b:a", "128k", "-ar", "48000"]
-        cmd += ["-movflags", "+faststart", "video.mp4"]
-        started = time.perf_counter()
-        _run(cmd, work, timeout_for(duration))
-        out = work / "video.mp4"
-        data = out.read_bytes() if out.is_file() else b""
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tts-video-") as tmp:
+            work = Path(tmp)
+            (work / "subs.ass").write_bytes(ass)
+            sf.write(work / "audio.wav", wave, sample_rate, subtype="PCM_16")
+            if isinstance(background, Image.Image):
+                background.save(work / "background.png")
+            _run(_command(exe, size, background, duration), work, timeout_for(duration))
+            out = work / "video.mp4"
+            data = out.read_bytes() if out.is_file() else b""
+    except OSError as exc:  # the working files (disk full, TMPDIR gone); never a path in the message
+        raise RenderError(f"video: rendering failed ({exc.strerror or exc.__class__.__name__})") from None
     if not data:
         raise RenderError("video: rendering produced no file")
-    logger.info(
-        "rendered a %dx%d video of %.1f s in %.1f s (%d bytes)",
-        *size,
-        duration,
-        time.perf_counter() - started,
-        len(data),
-    )
+    seconds = time.perf_counter() - started
+    logger.info("rendered a %dx%d video of %.1f s in %.1f s (%d bytes)", *size, duration, seconds, len(data))
     return data
+
+
+def _command(exe: str, size: tuple[int, int], background: str | Image.Image, duration: float) -> list[str]:
+    """ffmpeg's arguments, run in the directory holding subs.ass, audio.wav and (an image) background.png."""
+    if isinstance(background, Image.Image):
+        # Decoded and converted to yuv420p once, then repeated by the loop filter (image2's -loop would
+        # decode and convert the PNG for every frame: 1.7x the render time).
+        frames, repeat = ["-framerate", str(FPS), "-i", "background.png"], f"loop=-1:1:0,setpts=N/{FPS}/TB,"
+    else:
+        frames, repeat = ["-f", "lavfi", "-i", f"color=c=0x{background[1:]}:s={size[0]}x{size[1]}:r={FPS}"], ""
+    cmd = [exe, "-nostdin", "-hide_banner", "-v", "error", "-y", *frames, "-i", "audio.wav"]
+    graph = f"[0:v]format=yuv420p,{repeat}ass=subs.ass,format=yuv420p[v]"
+    cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "1:a"]
+    cmd += ["-t", f"{duration:.3f}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23"]
+    cmd += ["-threads", str(THREADS), "-filter_threads", "1", "-c:a", "aac", "-b:a", "128k", "-ar", "48000"]
+    return [*cmd, "-movflags", "+faststart", "video.mp4"]
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float) -> None:
