@@ -5,7 +5,7 @@ MODEL_DIR ?= models
 INPUT     ?= test_input.json
 export MODEL_DIR
 
-.PHONY: install system-deps bake bake-tiny run serve test lint clean
+.PHONY: install system-deps bake bake-tiny run serve test lint clean docs-frames
 
 install: $(VENV)/.installed
 
@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --no-deps -r requirements.lock -r requirements-dev.lock && $(VENV)/bin/pip install -q --no-deps -e . && touch $@
 
 system-deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox fontconfig fonts-dejavu-core
 
 bake: install
 	$(PY) bake_models.py $(MODEL_DIR)
@@ -33,6 +33,10 @@ serve: install $(MODEL_DIR)/manifest.json
 
 test: install
 	$(PY) -m pytest -q
+
+# One frame of each resolution preset, shown in docs/API.md (needs ffmpeg and fonts-dejavu-core).
+docs-frames: install
+	$(PY) docs/frames.py docs
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

@@ -11,7 +11,9 @@ Rows, each beside its floor on the same machine in the same run:
       `infer_process` on the same model objects, reference, text, NFE and seed, with the worker's stages;
   (c) throughput: N jobs one after another, then at once without and with batching, through the production loop;
   (d) peak resident memory of the worker process and of the floor process;
-  (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn.
+  (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn;
+  (f) the rendered video (`tts_worker.video.render`): seconds of ffmpeg per second of 1080x1920 video, and its
+      peak memory. `--only video` runs this row alone and, with `--write`, replaces its section in the file.
 
 The random-weight model directory is built once (bake_models.py's tiny layout, then the full-size DiT and
 Vocos written over it) and cached in ~/.cache/tts-worker-bench. Random weights make noise, but cost what
@@ -394,6 +396,73 @@ def gpu_rows(model_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+VIDEO_SECONDS = 20.0
+
+
+def video_cost(seconds: float = VIDEO_SECONDS, repeats: int = 2) -> dict[str, Any]:
+    """Render a vertical karaoke video of `seconds` over a colour and over an image, best of `repeats`; in a
+    child process of its own, so that the children's peak RSS it reports is ffmpeg's alone."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_video_cost, seconds, repeats).result()
+
+
+def _video_cost(seconds: float, repeats: int) -> dict[str, Any]:
+    import resource
+
+    import numpy as np
+    from PIL import Image
+
+    from tts_worker import subtitles, video
+    from tts_worker.words import WordTiming
+
+    text = (TEXT_10S + " " + TEXT_5S).split()
+    step = seconds / (len(text) + 1)
+    words = [WordTiming(word=text[n % len(text)], start=n * step, end=(n + 0.8) * step, score=None, interpolated=False)
+             for n in range(len(text))]  # fmt: skip
+    sr = 24_000
+    wave = (0.1 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+    ass, _ = subtitles.build("ass", words, subtitles.SubtitleOptions(resolution="vertical"), seconds)
+    image = Image.linear_gradient("L").resize((1080, 1920)).convert("RGB")
+    out: dict[str, Any] = {"seconds": seconds, "threads": video.THREADS, "timeout": video.timeout_for(seconds)}
+    out["timeout_rule"] = f"{video.TIMEOUT_BASE:g} s + {video.TIMEOUT_PER_SECOND:g} x"
+    for name, background in (("colour", "#203040"), ("image", image)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            data = video.render(ass, wave, sr, (1080, 1920), background)
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times)
+        out[f"{name}_bytes"] = len(data)
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    out["memory_limit"] = video.MEMORY_LIMIT
+    return out
+
+
+def render_video(v: dict[str, Any]) -> str:
+    gib, mib = 2**30, 2**20
+    return "\n".join(
+        [
+            f"## Rendered video: 1080x1920, {v['seconds']:.0f} s, libx264 veryfast, {v['threads']} threads",
+            "",
+            "| background | render seconds | seconds per second of video | MP4 size |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {label} | {v[k]:.1f} | {v[k] / v['seconds']:.2f} | {v[f'{k}_bytes'] / mib:.1f} MiB |"
+                for k, label in (("colour", "colour (`#203040`)"), ("image", "image (scaled and cropped)"))
+            ),
+            "",
+            f"Best of 2 runs each of `tts_worker.video.render` (karaoke ASS of the vertical preset, 30 fps, AAC "
+            f"128 kb/s). Peak resident memory of ffmpeg: {v['peak_rss'] / gib:.2f} GiB (its address-space limit: "
+            f"{v['memory_limit'] / gib:.0f} GiB). A job's render may take {v['timeout_rule']} the audio's length "
+            f"({v['timeout']:.0f} s for this one) before it is stopped.",
+            "",
+        ]
+    )
+
+
 # --- the table -----------------------------------------------------------------------------------
 def render(report: Report) -> str:
     r = report.rows
@@ -521,9 +590,10 @@ def render(report: Report) -> str:
         f"| floor (import torch, read the checkpoint) | {cs['floor_hwm'] / gib:.2f} |",
         f"| worker after start-up and the throughput jobs | {cs['worker_hwm'] / gib:.2f} |",
         "",
-        "## GPU",
-        "",
     ]
+    if "video" in r:
+        lines += [render_video(r["video"])]
+    lines += ["## GPU", ""]
     gpu = r.get("gpu")
     if not gpu:
         lines += ["No GPU on this machine: the RTF rows at 16 and 32 NFE with and without flash-attn are empty.", ""]
@@ -549,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs in the throughput test")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw measurements as JSON")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the random-weight model is built once")
+    parser.add_argument("--only", choices=["video"], help="run one row alone (see (f) above)")
     args = parser.parse_args(argv)
+    if args.only == "video":
+        return only_video(args.write)
 
     import torch
 
@@ -565,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     report.rows["workers"] = worker_runs(model_dir, args.repeats, nfe, args.jobs)
     print("per-job overhead (in-process)...", flush=True)
     report.rows["overhead"] = overhead(model_dir, nfe, args.repeats)
+    print("rendered video...", flush=True)
+    report.rows["video"] = video_cost()
     if cuda:
         print("GPU rows...", flush=True)
         report.rows["gpu"] = gpu_rows(model_dir)
@@ -587,6 +662,30 @@ def main(argv: list[str] | None = None) -> int:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         args.write.write_text(text)
         print(f"wrote {args.write}")
+    return 0
+
+
+def only_video(write: Path | None) -> int:
+    """The video row alone; with `write`, its section in that file is replaced (or added before ## GPU)."""
+    measured = video_cost()
+    load = os.getloadavg()
+    section = render_video(measured) + (
+        f"\nMeasured on its own (`bench.py --only video`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} logical cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end.\n"
+    )
+    print(section)
+    if write:
+        text = write.read_text() if write.exists() else ""
+        start = text.find("## Rendered video")
+        if start >= 0:
+            end = text.find("\n## ", start + 1)
+            text = text[:start] + section + "\n" + (text[end + 1 :] if end >= 0 else "")
+        elif "## GPU" in text:
+            text = text.replace("## GPU", section + "\n## GPU", 1)
+        else:
+            text += "\n" + section
+        write.write_text(text)
+        print(f"wrote {write}")
     return 0
 
 

@@ -118,6 +118,8 @@ def test_runtime_copies_only_the_venv_and_models_from_other_stages_and_has_no_to
     assert from_stages == ["--from=bake /models /models", "--from=builder /opt/venv /opt/venv"]
     runs = " ".join(i["value"] for i in runtime if i["instruction"] == "RUN")
     assert "ffmpeg" in runs
+    # The font the subtitles name and measure, and fc-match that finds it (tts_worker.fonts).
+    assert "fonts-dejavu-core" in runs and "fontconfig" in runs
     for tool in ("build-essential", "python3.11-dev", "gcc", "pip install"):
         assert tool not in runs
     # The worker's code is copied after the big layers so editing it rebuilds only small ones.

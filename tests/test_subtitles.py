@@ -74,7 +74,8 @@ def ass_syllables(text: str) -> list[tuple[int, str]]:
         if c == "{":
             j = text.index("}", i)
             block = text[i + 1 : j]
-            assert re.fullmatch(r"(\\k[fo]?\d+)+", block), f"override block {block!r} in {text!r}"
+            # karaoke, and the smaller size (and back) of a word too wide for a line
+            assert re.fullmatch(r"(\\k[fo]?\d+|\\fs\d+(\.\d)?)+", block), f"override block {block!r} in {text!r}"
             syllables += [[int(m[1]), ""] for m in re.finditer(r"\\k[fo]?(\d+)", block)]
             i = j + 1
         elif c == "\\":
@@ -112,9 +113,13 @@ def highlights(subs: pysubs2.SSAFile) -> list[tuple[str, int, int]]:
 
 
 def load_ass(words: list[WordTiming], duration: float | None = None, **options) -> pysubs2.SSAFile:
+    """The ASS file's karaoke layer (style Default). With `ko` an outline layer lies under it, checked
+    in test_ko_draws_an_outline_layer_under_the_karaoke."""
     data, content_type = build("ass", words, SubtitleOptions(**options), duration)
     assert content_type == CONTENT_TYPES["ass"]
-    return pysubs2.SSAFile.from_string(data.decode("utf-8"), format_="ass")
+    subs = pysubs2.SSAFile.from_string(data.decode("utf-8"), format_="ass")
+    subs.events = [e for e in subs.events if e.style == "Default"]
+    return subs
 
 
 def assert_karaoke_invariants(subs: pysubs2.SSAFile, words: list[WordTiming]) -> None:
@@ -200,6 +205,24 @@ def test_srt_and_vtt_cues_match_the_ass_lines_and_the_speech(speech):
             assert abs(cue.start - w["start"] * 1000) <= 1 and abs(cue.end - w["end"] * 1000) <= 1
 
 
+def test_ko_draws_an_outline_layer_under_the_karaoke(speech):
+    _, _, words = speech
+    data, _ = build("ass", words, SubtitleOptions(karaoke="ko", outline_colour="#000001"))
+    subs = pysubs2.SSAFile.from_string(data.decode("utf-8"))
+    base = [e for e in subs.events if e.style == "Outline"]
+    karaoke = [e for e in subs.events if e.style == "Default"]
+    assert len(base) == len(karaoke) == len(subs.events) // 2 > 0
+    for under, over in zip(base, karaoke, strict=True):
+        # The same text at the same times, below: the layout is identical, only the drawing differs.
+        assert (under.layer, over.layer) == (0, 1) and (under.start, under.end) == (over.start, over.end)
+        assert event_lines(under) == event_lines(over)
+        assert re.sub(r"\\ko(\d+)", r"\\k\1", over.text) == under.text
+    outline, top = subs.styles["Outline"], subs.styles["Default"]
+    assert outline.outlinecolor == pysubs2.Color(0, 0, 1) and outline.outline > 0  # every word, throughout
+    assert top.outlinecolor == pysubs2.Color(0xFF, 0xD7, 0x00) and top.shadow == 0  # the highlight, once sung
+    assert top.secondarycolor.a == 0xFF  # nothing drawn by the top layer before a word is sung
+
+
 # --- karaoke invariants on awkward times -----------------------------------------------------------
 
 
@@ -207,7 +230,8 @@ def test_rounding_never_drifts_over_many_short_words():
     # 600 words of 14.9 ms back to back: rounding each duration would put the last
     # highlight 2.9 s early; rounding each boundary keeps every word within a tick.
     words = words_from([("la", n * 0.0149, (n + 1) * 0.0149) for n in range(600)])
-    subs = load_ass(words, max_chars_per_line=1000, max_words_per_line=1000, max_lines=10)
+    # font_size 1: the width lets all 600 words into the ten lines, so they make one event
+    subs = load_ass(words, font_size=1, max_chars_per_line=1000, max_words_per_line=1000, max_lines=10)
     assert len(subs.events) == 1
     assert_karaoke_invariants(subs, words)
 
@@ -351,7 +375,7 @@ def test_style_options_reach_the_ass_file():
         ("max_lines", 0),
         ("max_chars_per_line", 0),
         ("max_words_per_line", -1),
-        ("resolution", "square"),
+        ("resolution", "portrait"),
         ("karaoke", "K"),
         ("position", "left"),
         ("cue_level", "char"),

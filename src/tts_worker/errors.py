@@ -11,6 +11,7 @@ paths or secrets.
     ├── VoiceNotFound                voice_not_found
     ├── InvalidAudio                 invalid_audio     (undecodable or unusable audio)
     ├── StorageError                 storage_error
+    ├── RenderError                  render_error      (the video could not be rendered)
     └── ModelError                   model_error       (asks RunPod to refresh the worker)
 
 `ModelDirError` is not a job error: it stops the worker at start when
@@ -55,6 +56,12 @@ class InvalidAudio(WorkerError):
 
 class StorageError(WorkerError):
     code = "storage_error"
+
+
+class RenderError(WorkerError):
+    """ffmpeg could not render the requested video (failed, too slow, out of memory, missing)."""
+
+    code = "render_error"
 
 
 class ModelError(WorkerError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tts_worker import audio
+from tts_worker import audio, video
 from tts_worker.alignment import Aligner
 from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
@@ -38,6 +38,7 @@ class Aligning:
         words = align_words(self.aligner, job, req, wave, self.sample_rate, [])
         duration = len(wave) / self.sample_rate
         subs = store_subtitles(job, req.subtitles, words, duration)
+        rendered = video.store(job, req, words, wave, self.sample_rate, self.fetcher)
         result = AlignResult(
             status="completed",
             operation="align",
@@ -49,6 +50,8 @@ class Aligning:
         )
         if subs is not None:
             result |= subs
+        if rendered is not None:
+            result |= rendered
         if words is not None:
             result["word_timings"] = rounded(words)
         result["processing_time"] = job.watch.report()

@@ -61,7 +61,7 @@ class Worker:
         self.batcher = Batcher.from_settings(engine, settings)
         self.voices = VoiceLibrary.from_settings(storage, settings)
         self.prompts = VoicePrompts(engine, self.voices, fetcher, aligner, settings)
-        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, storage.name)
+        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, fetcher, storage.name)
         self.aligning = Aligning(aligner, fetcher, storage, engine.sample_rate)
         self.voice_operations = VoiceOperations(self.voices, fetcher, aligner)
         self.limits = Limits(max_text_chars=settings.max_text_chars)

@@ -34,6 +34,11 @@ class Subtitles(TypedDict):
     subtitles_url: str  # the original API's field: the first format asked for
 
 
+class Video(TypedDict):
+    video: StoredFile
+    video_url: str
+
+
 class ChunkInfo(TypedDict):
     index: int
     text: str
@@ -58,6 +63,8 @@ class SynthesisResult(TypedDict):
     audio: StoredFile
     subtitles: NotRequired[dict[str, StoredFile]]
     subtitles_url: NotRequired[str]
+    video: NotRequired[StoredFile]
+    video_url: NotRequired[str]
     storage: str
     duration: float
     sample_rate: int
@@ -98,6 +105,8 @@ class AlignResult(TypedDict):
     job_id: str
     subtitles: NotRequired[dict[str, StoredFile]]
     subtitles_url: NotRequired[str]
+    video: NotRequired[StoredFile]
+    video_url: NotRequired[str]
     storage: str
     duration: float
     text: str

@@ -141,6 +141,27 @@ class SubtitlesRequest(BaseModel):
         return self.model_dump(exclude={"formats"}, exclude_none=True)
 
 
+_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class VideoRequest(BaseModel):
+    """A rendered MP4 of the job's audio with its karaoke burnt in (`tts_worker.video`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    resolution: Literal["vertical", "landscape", "square"] | None = None  # None: the subtitles', else landscape
+    background: str = "#000000"
+    format: Literal["mp4"] = "mp4"
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, value: str) -> str:
+        value = value.strip()
+        if not value or (value.startswith("#") and not _COLOUR.match(value)):
+            raise ValueError("should be a colour written as #RRGGBB, or an image URL (https://, s3://) or base64")
+        return value
+
+
 def _subtitle_options(style: dict[str, Any], field: str | None) -> None:
     try:
         SubtitleOptions(**style)
@@ -178,11 +199,22 @@ class _TimedRequest(Request):
     language: Language = "en"
     word_timings: bool = Field(True, validation_alias=AliasChoices("word_timings", "return_word_timings"))
     subtitles: SubtitlesRequest | None = None
+    video: VideoRequest | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _options(cls, data: Any) -> Any:
         return _original_subtitle_options(data)
+
+    @model_validator(mode="after")
+    def _video_style(self) -> _TimedRequest:
+        """The subtitle style must also hold at the video's resolution (margin_v within its height)."""
+        if self.video is not None and self.video.resolution is not None and self.subtitles is not None:
+            try:
+                _subtitle_options({**self.subtitles.style(), "resolution": self.video.resolution}, None)
+            except ValueError as exc:
+                raise ValueError(f"video.resolution: at {self.video.resolution}, subtitles.{exc}") from None
+        return self
 
     @field_validator("text")
     @classmethod

@@ -10,11 +10,17 @@ Contract
   formatted here. JSON (a list of objects) and CSV (`word,start,end,score,interpolated`) hold
   one row per word, times rounded to the millisecond and scores to 3 decimals.
 
-Layout: words fill lines up to `max_chars_per_line` / `max_words_per_line`; a word ending a
-sentence ends its line; a single word longer than the limit gets a line of its own and is
-never cut. Up to `max_lines` lines make one on-screen event; a pause of `split_pause`
-seconds or more ends the event. A shorter pause keeps the event on screen until the next
-one starts, so text does not flicker off between lines.
+Layout (`tts_worker.layout`): lines break by the width libass will draw them at, measured with
+the font file libass will use (`tts_worker.fonts`), inside the preset's play area
+(`tts_worker.styles`: the canvas minus the side margins, outline and shadow), and by
+`max_chars_per_line` / `max_words_per_line`. Up to `max_lines` lines make one on-screen event, fewer
+when that many would not fit between `margin_v` and the opposite safe edge. The ASS says
+`WrapStyle: 2`, so libass never re-wraps a line; the `\\N` breaks are ours.
+
+Outline: every word keeps an outline in every karaoke mode. With `ko`, whose ASS tag hides the
+outline until a word is sung, each event is written twice: layer 0 (style `Outline`) draws the
+text with its outline and shadow throughout, layer 1 (style `Default`) the `\\ko` karaoke, whose
+outline is the highlight colour: a word's outline turns the highlight colour as it is spoken.
 
 ASS karaoke: times are whole centiseconds (the ASS tick). Every boundary (event start,
 each word's start and end, event end) is rounded once, and durations are differences of
@@ -44,6 +50,9 @@ from typing import Literal, get_args
 
 import pysubs2
 
+from tts_worker.fonts import DEFAULT_FONT
+from tts_worker.layout import Event, layout
+from tts_worker.styles import POSITIONS, PRESETS, Preset, ass_styles, line_rules
 from tts_worker.words import WordTiming, rounded
 
 logger = logging.getLogger(__name__)
@@ -59,19 +68,11 @@ CONTENT_TYPES: dict[SubtitleFormat, str] = {
     "csv": "text/csv; charset=utf-8",
 }
 
-RESOLUTIONS = {"landscape": (1920, 1080), "vertical": (1080, 1920)}
+RESOLUTIONS = {name: (p.width, p.height) for name, p in PRESETS.items()}
 KARAOKE_TAGS = ("k", "kf", "ko")
-POSITIONS = {"bottom": pysubs2.Alignment.BOTTOM_CENTER, "middle": pysubs2.Alignment.MIDDLE_CENTER,
-             "top": pysubs2.Alignment.TOP_CENTER}  # fmt: skip
 CUE_LEVELS = ("line", "word")
 
-# Defaults that depend on the resolution preset (used when the option is None).
-_PRESET_MAX_CHARS = {"landscape": 42, "vertical": 24}
-_PRESET_MARGIN_V = {"landscape": 60, "vertical": 480}  # vertical: above the app's bottom overlay
-
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
-# A word ends a sentence when it ends in one of these, ignoring closing quotes and brackets.
-_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]」』]*$")
 # Tolerance for float noise when checking the input contract (seconds).
 _EPS = 1e-6
 
@@ -86,33 +87,34 @@ class SubtitleOptions:
 
     Colours are "#RRGGBB". ASS mapping: `primary_colour` is the text before its word is
     spoken (ASS SecondaryColour), `highlight_colour` the text once spoken (ASS PrimaryColour);
-    with `karaoke="ko"` the outline appears as words are spoken instead.
+    with `karaoke="ko"` each word's outline turns `highlight_colour` as it is spoken instead.
+    Options left None take the resolution preset's value (`tts_worker.styles.PRESETS`).
     """
 
-    font: str = "Arial"
-    """Font family name (ASS only); the renderer falls back to a similar font if missing."""
-    font_size: int = 64
-    """Font size in pixels of the preset resolution (ASS only), 1-500."""
+    font: str = DEFAULT_FONT
+    """Font family name (ASS only); lines are measured with the file fontconfig finds for it."""
+    font_size: int | None = None
+    """ASS font size (the line pitch, in pixels of the preset resolution), 1-500; None: the preset's."""
     primary_colour: str = "#FFFFFF"
     """Text colour before a word is highlighted (ASS only)."""
     highlight_colour: str = "#FFD700"
     """Text colour of a word from its start time on (ASS only)."""
     outline_colour: str = "#000000"
     """Colour of the text outline (ASS only)."""
-    outline: float = 3.0
-    """Outline width in pixels, 0-50 (ASS only)."""
-    shadow: float = 0.0
-    """Shadow offset in pixels, 0-50 (ASS only)."""
+    outline: float | None = None
+    """Outline width in pixels, 0-50 (ASS only); None: the preset's."""
+    shadow: float | None = None
+    """Shadow offset in pixels, 0-50 (ASS only); None: the preset's."""
     position: str = "bottom"
     """Where lines sit: "bottom", "middle" or "top", horizontally centred (ASS only)."""
     margin_v: int | None = None
-    """Distance in pixels from the top/bottom edge (ASS only); None: 60 landscape, 480 vertical."""
+    """Distance in pixels from the top/bottom edge (ASS only); None: the preset's safe inset there."""
     resolution: str = "landscape"
-    """"landscape" (1920x1080) or "vertical" (1080x1920): the ASS canvas sizes are relative to."""
+    """"landscape" (1920x1080), "vertical" (1080x1920) or "square" (1080x1080): the ASS canvas."""
     karaoke: str = "k"
-    """ASS karaoke tag: "k" (word switches colour), "kf" (colour sweeps over the word), "ko" (outline)."""
+    """ASS karaoke: "k" (word switches colour), "kf" (colour sweeps over the word), "ko" (outline turns)."""
     max_chars_per_line: int | None = None
-    """Most characters on a line (all formats), 1-1000; None: 42 landscape, 24 vertical."""
+    """Most characters on a line (all formats), 1-1000, besides the measured width; None: the preset's."""
     max_words_per_line: int | None = None
     """Most words on a line (all formats), 1-1000; None: no limit."""
     max_lines: int = 2
@@ -134,7 +136,8 @@ class SubtitleOptions:
         _check_choice("resolution", self.resolution, tuple(RESOLUTIONS))
         _check_choice("karaoke", self.karaoke, KARAOKE_TAGS)
         _check_choice("cue_level", self.cue_level, CUE_LEVELS)
-        _check_int("font_size", self.font_size, 1, 500)
+        if self.font_size is not None:
+            _check_int("font_size", self.font_size, 1, 500)
         _check_int("max_lines", self.max_lines, 1, 10)
         if self.max_chars_per_line is not None:
             _check_int("max_chars_per_line", self.max_chars_per_line, 1, 1000)
@@ -142,20 +145,41 @@ class SubtitleOptions:
             _check_int("max_words_per_line", self.max_words_per_line, 1, 1000)
         if self.margin_v is not None:
             _check_int("margin_v", self.margin_v, 0, max(RESOLUTIONS[self.resolution]))
-        _check_number("outline", self.outline, 0, 50)
-        _check_number("shadow", self.shadow, 0, 50)
+        if self.outline is not None:
+            _check_number("outline", self.outline, 0, 50)
+        if self.shadow is not None:
+            _check_number("shadow", self.shadow, 0, 50)
         if not (_is_number(self.split_pause) and 0 < self.split_pause < math.inf):
             raise ValueError(f"split_pause must be a number of seconds greater than 0, got {self.split_pause!r}")
 
     @property
+    def preset(self) -> Preset:
+        return PRESETS[self.resolution]
+
+    @property
+    def size(self) -> int:
+        """`font_size`, or the preset's."""
+        return self.preset.font_size if self.font_size is None else self.font_size
+
+    @property
+    def outline_width(self) -> float:
+        return self.preset.outline if self.outline is None else float(self.outline)
+
+    @property
+    def shadow_depth(self) -> float:
+        return self.preset.shadow if self.shadow is None else float(self.shadow)
+
+    @property
     def chars_per_line(self) -> int:
         """`max_chars_per_line`, or the preset's default."""
-        return self.max_chars_per_line or _PRESET_MAX_CHARS[self.resolution]
+        return self.max_chars_per_line or self.preset.max_chars_per_line
 
     @property
     def vertical_margin(self) -> int:
-        """`margin_v`, or the preset's default."""
-        return _PRESET_MARGIN_V[self.resolution] if self.margin_v is None else self.margin_v
+        """`margin_v`, or the preset's safe inset on the edge the text sits at."""
+        if self.margin_v is not None:
+            return self.margin_v
+        return self.preset.safe_top if self.position == "top" else self.preset.safe_bottom
 
 
 def _is_number(value: object) -> bool:
@@ -204,67 +228,6 @@ def _clean(word: str) -> str:
     return " ".join(word.split())
 
 
-# --- layout ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Event:
-    """Lines shown together: `lines` are lists of word indices; `end` is when the event leaves the screen."""
-
-    lines: tuple[tuple[int, ...], ...]
-    start: float
-    end: float
-
-
-def _layout(words: Sequence[WordTiming], texts: Sequence[str], opts: SubtitleOptions) -> list[_Event]:
-    max_chars = opts.chars_per_line
-    max_words = opts.max_words_per_line or len(words) or 1
-    groups: list[list[tuple[int, ...]]] = []  # events, each a list of lines
-    lines: list[tuple[int, ...]] = []
-    line: list[int] = []
-    line_chars = 0
-
-    def close_line() -> None:
-        nonlocal line, line_chars, lines
-        if line:
-            lines.append(tuple(line))
-            line, line_chars = [], 0
-        if len(lines) >= opts.max_lines:
-            groups.append(lines)
-            lines = []
-
-    def close_event() -> None:
-        nonlocal lines
-        close_line()
-        if lines:
-            groups.append(lines)
-            lines = []
-
-    for i, text in enumerate(texts):
-        if i and words[i]["start"] - words[i - 1]["end"] >= opts.split_pause:
-            close_event()
-        width = line_chars + (1 if line_chars and text else 0) + len(text)
-        if line and (width > max_chars or len(line) >= max_words):
-            close_line()
-            width = len(text)
-        line.append(i)
-        line_chars = width
-        if _SENTENCE_END.search(text):
-            close_line()
-    close_event()
-
-    events = []
-    for n, group in enumerate(groups):
-        first, last = group[0][0], group[-1][-1]
-        end = words[last]["end"]
-        if n + 1 < len(groups):
-            next_start = words[groups[n + 1][0][0]]["start"]
-            if next_start - end < opts.split_pause:
-                end = next_start
-        events.append(_Event(tuple(group), words[first]["start"], max(end, words[first]["start"])))
-    return events
-
-
 # --- ASS -------------------------------------------------------------------------------------------
 
 
@@ -273,31 +236,11 @@ def _cs(seconds: float) -> int:
     return max(0, math.floor(seconds * 100 + 0.5))
 
 
-def _colour(hex_rgb: str, alpha: int = 0) -> pysubs2.Color:
-    return pysubs2.Color(int(hex_rgb[1:3], 16), int(hex_rgb[3:5], 16), int(hex_rgb[5:7], 16), alpha)
-
-
-def _ass_style(opts: SubtitleOptions) -> pysubs2.SSAStyle:
-    width, _ = RESOLUTIONS[opts.resolution]
-    side = round(width * 0.04)
-    return pysubs2.SSAStyle(
-        fontname=opts.font,
-        fontsize=float(opts.font_size),
-        primarycolor=_colour(opts.highlight_colour),
-        secondarycolor=_colour(opts.primary_colour),
-        outlinecolor=_colour(opts.outline_colour),
-        backcolor=pysubs2.Color(0, 0, 0, 0x80),
-        outline=float(opts.outline),
-        shadow=float(opts.shadow),
-        alignment=POSITIONS[opts.position],
-        marginl=side,
-        marginr=side,
-        marginv=opts.vertical_margin,
-    )
-
-
-def _karaoke_text(event: _Event, words: Sequence[WordTiming], texts: Sequence[str], tag: str) -> tuple[str, int, int]:
-    """The event's ASS text and its start/end in centiseconds; the \\k durations sum to end - start."""
+def _karaoke_text(
+    event: Event, words: Sequence[WordTiming], texts: Sequence[str], tag: str, size: int
+) -> tuple[str, int, int]:
+    """The event's ASS text and its start/end in centiseconds; the \\k durations sum to end - start.
+    A word drawn smaller (`event.scales`) is set in `\\fs` and followed by the style's size again."""
     start = _cs(event.start)
     cursor = start
     parts: list[str] = []
@@ -313,7 +256,10 @@ def _karaoke_text(event: _Event, words: Sequence[WordTiming], texts: Sequence[st
             word_end = max(_cs(words[i]["end"]), word_start)
             if word_start > cursor:
                 parts.append(f"{{\\{tag}{word_start - cursor}}}")  # the pause before this word
-            parts.append(f"{{\\{tag}{word_end - word_start}}}{texts[i].translate(_ASS_ESCAPES)}")
+            scaled = f"\\fs{max(1.0, size * event.scales[i]):.1f}" if i in event.scales else ""
+            parts.append(f"{{\\{tag}{word_end - word_start}{scaled}}}{texts[i].translate(_ASS_ESCAPES)}")
+            if scaled:
+                parts.append(f"{{\\fs{size}}}")
             cursor = word_end
     end = max(_cs(event.end), cursor)
     if end > cursor:
@@ -321,16 +267,23 @@ def _karaoke_text(event: _Event, words: Sequence[WordTiming], texts: Sequence[st
     return "".join(parts), start, end
 
 
-def _to_ass(words: Sequence[WordTiming], texts: Sequence[str], events: list[_Event], opts: SubtitleOptions) -> str:
+def _to_ass(words: Sequence[WordTiming], texts: Sequence[str], events: list[Event], opts: SubtitleOptions) -> str:
     subs = pysubs2.SSAFile()
     width, height = RESOLUTIONS[opts.resolution]
+    # WrapStyle 2: libass never wraps; the layout's \N breaks are the only ones.
     subs.info.update(
-        {"PlayResX": str(width), "PlayResY": str(height), "ScaledBorderAndShadow": "yes", "WrapStyle": "0"}
+        {"PlayResX": str(width), "PlayResY": str(height), "ScaledBorderAndShadow": "yes", "WrapStyle": "2"}
     )
-    subs.styles = {"Default": _ass_style(opts)}
+    subs.styles = ass_styles(opts)
+    layered = opts.karaoke == "ko"
     for event in events:
-        text, start, end = _karaoke_text(event, words, texts, opts.karaoke)
-        subs.events.append(pysubs2.SSAEvent(start=start * 10, end=end * 10, text=text, style="Default"))
+        text, start, end = _karaoke_text(event, words, texts, opts.karaoke, opts.size)
+        if layered:  # the same text and layout without the tag that hides the outline
+            base, _, _ = _karaoke_text(event, words, texts, "k", opts.size)
+            subs.events.append(pysubs2.SSAEvent(start=start * 10, end=end * 10, text=base, style="Outline"))
+        subs.events.append(
+            pysubs2.SSAEvent(start=start * 10, end=end * 10, text=text, style="Default", layer=int(layered))
+        )
     return subs.to_string("ass")
 
 
@@ -342,7 +295,7 @@ def _ms(seconds: float) -> int:
 
 
 def _to_srt_vtt(
-    fmt: str, words: Sequence[WordTiming], texts: Sequence[str], events: list[_Event], opts: SubtitleOptions
+    fmt: str, words: Sequence[WordTiming], texts: Sequence[str], events: list[Event], opts: SubtitleOptions
 ) -> str:
     escapes = _VTT_ESCAPES if fmt == "vtt" else _SRT_ESCAPES
     if opts.cue_level == "word":
@@ -398,7 +351,7 @@ def build(
         text = _to_csv(words)
     else:
         texts = [_clean(w["word"]) for w in words]
-        events = _layout(words, texts, opts)
+        events = layout(words, texts, line_rules(opts, len(words)))
         text = _to_ass(words, texts, events, opts) if fmt == "ass" else _to_srt_vtt(fmt, words, texts, events, opts)
         logger.debug("built %s: %d words in %d events", fmt, len(words), len(events))
     return text.encode("utf-8"), CONTENT_TYPES[fmt]

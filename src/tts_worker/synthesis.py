@@ -11,7 +11,7 @@ Stages, in order (each a method of `Synthesizer`; `Synthesis` carries what they 
                   progress, and (streaming) stored and emitted as a partial result
     4. join       chunks joined with a cross-fade; each chunk's sample range recorded
     5. timings    words aligned inside each chunk's range, subtitles built (`timings`)
-    6. store      audio encoded and stored, the result assembled
+    6. store      audio encoded and stored, the video rendered when asked (`video`), the result assembled
 
 A stage that transforms the text (a normaliser) belongs between 1 and 2; one that judges or
 re-samples chunks (a quality guard) belongs in 3, where each chunk's audio arrives.
@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tts_worker import audio
+from tts_worker import audio, video
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher, Incoming
 from tts_worker.chunking import TextChunk, split_text
 from tts_worker.engine import ChunkAudio, Engine, Generation, Reference, SamplingParams
 from tts_worker.errors import InvalidInput
+from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.references import VoicePrompts
 from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
@@ -66,11 +67,14 @@ class Synthesis:
 
 
 class Synthesizer:
-    def __init__(self, engine: Engine, batcher: Batcher, aligner: Aligner, prompts: VoicePrompts, storage: str) -> None:
+    def __init__(
+        self, engine: Engine, batcher: Batcher, aligner: Aligner, prompts: VoicePrompts, fetcher: Fetcher, storage: str
+    ) -> None:
         self.engine = engine
         self.batcher = batcher
         self.aligner = aligner
         self.prompts = prompts
+        self.fetcher = fetcher  # for a video's background image
         self.storage = storage  # the backend's name, for the result
         self.cross_fade = int(CROSS_FADE_SECONDS * engine.sample_rate)
 
@@ -190,6 +194,7 @@ class Synthesizer:
         with job.watch.stage("storage"):
             stored = job.store("output/", req.output_format, data, audio.FORMATS[req.output_format].content_type)
         subs = store_subtitles(job, req.subtitles, words, len(wave) / rate)
+        rendered = video.store(job, req, words, wave, rate, self.fetcher)
         result = SynthesisResult(
             status="completed",
             operation="synthesize",
@@ -217,6 +222,8 @@ class Synthesizer:
             result["type"] = "result"
         if subs is not None:
             result |= subs
+        if rendered is not None:
+            result |= rendered
         if words is not None:
             result["word_timings"] = rounded(words)
         result["processing_time"] = job.watch.report()  # last: the total includes everything above

@@ -1,7 +1,7 @@
 """The timing stages every operation with a text shares: align the words, then build and store the
 subtitle files the request asked for.
 
-`align_words` runs only when the request wants `word_timings` or subtitles. `store_subtitles` builds
+`align_words` runs only when the request wants `word_timings`, subtitles or a video. `store_subtitles` builds
 each requested format from the timings with `tts_worker.subtitles` and stores it through the job as
 `timings/<stem>.<format>`.
 """
@@ -30,7 +30,7 @@ def align_words(
     spans: list[Span],
 ) -> list[WordTiming] | None:
     """One timing per word of `req.text`, each chunk aligned inside its span (the whole audio when none)."""
-    if not (req.word_timings or req.subtitles):
+    if not (req.word_timings or req.subtitles or req.video):
         return None
     job.progress({"stage": "alignment"})
     with job.watch.stage("alignment"):
