@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tts_worker.errors import InvalidInput, UnknownOperation
+from tts_worker.quality import AlignQualityRequest, QualityRequest
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -206,6 +207,7 @@ class SynthesizeRequest(_TimedRequest):
     remove_silence: bool = False
     output_format: Annotated[Literal["wav", "mp3", "flac", "ogg"], BeforeValidator(_lower)] = "wav"
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
+    quality: QualityRequest | None = None  # the quality guard; None = the worker's defaults
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +240,7 @@ class AlignRequest(_TimedRequest):
     audio_url: str | None = None
     audio_base64: str | None = None
     audio_key: str | None = Field(None, description="A key in this worker's storage, e.g. a synthesis output")
+    quality: AlignQualityRequest | None = None  # {"mode": "check"}: judge the audio against its text
 
     @model_validator(mode="after")
     def _one_audio(self) -> AlignRequest:

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tts_worker.quality import MAX_ATTEMPTS, Mode
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -62,6 +64,14 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: float = Field(
         20.0, ge=0, le=1000, description="How long a batch waits for a job that has arrived but not yet submitted."
+    )
+    quality_mode: Mode | None = Field(
+        None,
+        description="The quality guard when a request does not say: off, check or retry. Default: retry on CUDA, "
+        "off on CPU (where one retry costs minutes).",
+    )
+    quality_max_attempts: int = Field(
+        3, ge=1, le=MAX_ATTEMPTS, description="Takes per chunk in quality mode retry when a request does not say."
     )
     # Set by RunPod on its workers: where job results (and so progress updates) are posted.
     runpod_webhook_post_output: str | None = None
@@ -125,6 +135,11 @@ class Settings(BaseSettings):
         if self.batch_max_size is not None:
             return self.batch_max_size
         return 4 if device.startswith("cuda") else 1
+
+    def resolved_quality_mode(self, device: str) -> Mode:
+        if self.quality_mode is not None:
+            return self.quality_mode
+        return "retry" if device.startswith("cuda") else "off"
 
     def resolved_device(self) -> str:
         if self.device != "auto":
