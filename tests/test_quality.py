@@ -533,3 +533,91 @@ def test_the_quality_field_is_validated_with_named_errors():
     assert parse_request({**align, "quality": {}}, limits).quality.mode == "check"
     with pytest.raises(InvalidInput, match="quality.mode: should be 'off' or 'check'"):
         parse_request({**align, "quality": {"mode": "retry"}}, limits)
+
+
+# -- end to end through the worker (the minimal hook in pipeline._speak / align) -------------------------
+
+TWO_CHUNKS = (
+    "This first sentence is long enough that the whole text cannot fit in one generation of the model. "
+    "And this second sentence makes sure that the text is split into at least two separate chunks."
+)
+
+
+def run_job(worker, job_input: dict, updates: list | None = None) -> dict:
+    from tts_worker.handler import make_handler
+
+    def progress(job: dict, update: dict) -> None:
+        if updates is not None:
+            updates.append(update)
+
+    result = make_handler(worker, progress=progress)({"id": "q1", "input": job_input})
+    assert "error" not in result, result
+    return result
+
+
+def stored_wave(worker, result: dict) -> np.ndarray:
+    import io
+
+    import soundfile as sf
+
+    data = worker.storage.get(result["audio"]["key"])
+    assert data is not None
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == SR and len(samples) == result["samples"]
+    return samples
+
+
+def test_worker_off_is_byte_identical_and_check_keeps_the_audio(worker):
+    job = {"text": TWO_CHUNKS, "seed": 11, "nfe_steps": 2, "word_timings": False}
+    plain = run_job(worker, job)
+    off = run_job(worker, {**job, "quality": {"mode": "off"}})
+    checked = run_job(worker, {**job, "quality": {"mode": "check"}})
+    assert worker.storage.get(plain["audio"]["key"]) == worker.storage.get(off["audio"]["key"])
+    assert plain["quality"] == {  # the CPU default is off
+        "mode": "off", "passed": None, "worst_error_rate": None, "retried_chunks": 0, "failed_chunks": [],
+    }  # fmt: skip
+    assert [c["quality"]["seed"] for c in plain["chunks"]] == [11, 12]
+    # check judges and reports, never re-samples: long chunks come out as they did
+    assert worker.storage.get(checked["audio"]["key"]) == worker.storage.get(plain["audio"]["key"])
+    assert checked["quality"]["mode"] == "check" and checked["quality"]["passed"] is False
+    assert all(c["quality"]["attempts"] == 1 and c["quality"]["passed"] is False for c in checked["chunks"])
+    assert "quality" in checked["processing_time"]["stages"] and "quality" not in plain["processing_time"]["stages"]
+
+
+def test_worker_retry_reports_every_chunk_and_completes_when_chunks_still_fail(worker):
+    updates: list[dict] = []
+    job = {"text": TWO_CHUNKS, "seed": 20, "nfe_steps": 2, "quality": {"mode": "retry", "max_attempts": 2}}
+    result = run_job(worker, job, updates)
+    assert result["status"] == "completed" and len(result["chunks"]) == 2
+    for i, chunk in enumerate(result["chunks"]):
+        q = chunk["quality"]
+        assert q["attempts"] == 2 and q["seed"] in (20 + i, 22 + i) and q["passed"] is False
+        assert q["error_rate"] == 1.0 and isinstance(q["transcript"], str) and "asr_mismatch" in q["reasons"]
+    assert result["quality"] == {
+        "mode": "retry", "passed": False, "worst_error_rate": 1.0, "retried_chunks": 2, "failed_chunks": [0, 1],
+    }  # fmt: skip
+    synthesis = [(u["chunk"], u["attempt"]) for u in updates if u["stage"] == "synthesis"]
+    assert sorted(synthesis) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(u["chunks"] == 2 for u in updates if u["stage"] == "synthesis")
+    # the kept takes are what the result's audio is made of: its length is theirs joined
+    assert len(stored_wave(worker, result)) == result["chunks"][-1]["end_sample"]
+
+
+def test_worker_streams_each_chunk_after_its_retries(worker):
+    from tts_worker.schemas import Limits, parse_request
+
+    partials: list[dict] = []
+    job = {"text": TWO_CHUNKS, "seed": 5, "nfe_steps": 2, "stream": True, "word_timings": False,
+           "quality": {"mode": "retry", "max_attempts": 2}}  # fmt: skip
+    final = worker.run(parse_request(job, Limits(5000)), "s1", emit=partials.append)
+    assert [p["quality"]["attempts"] for p in partials] == [2, 2]
+    assert [p["quality"] for p in partials] == [c["quality"] for c in final["chunks"]]
+
+
+def test_align_checks_existing_audio_against_its_text(worker):
+    made = run_job(worker, {"text": "Hello there, this is a check.", "seed": 1, "nfe_steps": 2, "word_timings": False})
+    align = {"operation": "align", "text": "Hello there, this is a check.", "audio_key": made["audio"]["key"]}
+    checked = run_job(worker, {**align, "quality": {"mode": "check"}})
+    assert checked["quality"]["mode"] == "check" and checked["quality"]["passed"] is False
+    assert checked["quality"]["error_rate"] == 1.0 and "asr_mismatch" in checked["quality"]["reasons"]
+    assert "quality" not in run_job(worker, align)

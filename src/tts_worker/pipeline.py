@@ -31,6 +31,8 @@ from tts_worker.chunking import TextChunk, split_text
 from tts_worker.errors import InvalidInput, ModelDirError, StorageError
 from tts_worker.fetch import Fetcher
 from tts_worker.manifest import load_verified
+from tts_worker.quality import AsrJudge, Policy, check_audio, reference_rate
+from tts_worker.retakes import Retakes
 from tts_worker.schemas import (
     AlignRequest,
     DeleteVoiceRequest,
@@ -209,8 +211,15 @@ class Worker:
         watch = Stopwatch()
         stem = uuid.uuid4().hex
         with self._staged() as staged:  # a failed job's streamed chunks go too
-            waves, chunks, batch_sizes, seed, voice = self._speak(req, job_id, stem, watch, progress, staged, emit)
-            return self._finish(req, job_id, stem, watch, progress, staged, waves, chunks, batch_sizes, seed, voice)
+            spoken = self._speak(req, job_id, stem, watch, progress, staged, emit)
+            waves, chunks, batch_sizes, seed, voice, retakes = spoken
+            result = self._finish(req, job_id, stem, watch, progress, staged, waves, chunks, batch_sizes, seed, voice)
+            # quality guard (issue 13) >>> the chunks' records and the job's summary
+            for entry, record in zip(result["chunks"], retakes.records(), strict=True):
+                entry["quality"] = record
+            result["quality"] = retakes.summary()
+            # <<< quality guard
+            return result
 
     def _speak(
         self,
@@ -221,7 +230,7 @@ class Worker:
         progress: Progress,
         staged: StagedWrites,
         emit: Emit | None,
-    ) -> tuple[list[np.ndarray], list[TextChunk], list[int], int, str]:
+    ) -> tuple[list[np.ndarray], list[TextChunk], list[int], int, str, Retakes]:
         """Generate every chunk through the batcher: all at once, or (streaming) one after another so the
         first is out soonest."""
         with self.batcher.incoming() as incoming:
@@ -237,7 +246,16 @@ class Worker:
             chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
             logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(chunks), seed)
             gens = [tts.Generation(ref, c.text, params, (seed + i) % 2**32) for i, c in enumerate(chunks)]
-            pending = incoming.submit(gens[:1] if req.stream else gens)
+            # quality guard (issue 13) >>> every chunk's takes go through Retakes (mode off: as before)
+            default_mode = self.settings.resolved_quality_mode(self.engine.device)
+            policy = Policy.of(req.quality, default_mode, self.settings.quality_max_attempts)
+            judge = AsrJudge(
+                self.aligner, language=req.language, max_error_rate=policy.max_error_rate,
+                chars_per_second=reference_rate(ref), speed=req.speed,
+            )  # fmt: skip
+            retakes = Retakes(gens, incoming.submit, judge, policy, progress)
+            retakes.start([0] if req.stream else None)
+            # <<< quality guard
 
         waves: list[np.ndarray] = []
         batch_sizes: list[int] = []
@@ -245,33 +263,33 @@ class Worker:
         end = 0  # samples of the joined audio so far
         waited = time.perf_counter()
         try:
+            takes = None if req.stream else retakes.settle_all()
             for i in range(len(chunks)):
-                out = pending[i].result()
-                if len(pending) == i + 1 < len(chunks):  # streaming: the next chunk samples while this one is stored
-                    pending += self.batcher.submit([gens[i + 1]])
+                # streaming: chunk i judged (and retried) before it is emitted; chunk i+1 samples meanwhile
+                out = (retakes.settle(i, prefetch=i + 1) if takes is None else takes[i]).audio
                 vocoder += out.vocoder_seconds
                 batch_sizes.append(out.batch_size)
                 wave = audio.shorten_pauses(out.wave, tts.SAMPLE_RATE) if req.remove_silence else out.wave
                 overlap = audio.crossfade_overlap(len(waves[-1]), len(wave), CROSS_FADE) if waves else 0
                 end += len(wave) - overlap
                 waves.append(wave)
-                progress({"stage": "synthesis", "chunk": i + 1, "chunks": len(chunks)})
                 if emit is not None and req.stream:
                     t0 = time.perf_counter()
-                    emit(
-                        self._stream_chunk(req, job_id, stem, i, len(chunks), chunks[i], wave, end - len(wave), staged)
-                    )
+                    start = end - len(wave)
+                    partial = self._stream_chunk(req, job_id, stem, i, len(chunks), chunks[i], wave, start, staged)
+                    emit(partial | {"quality": retakes.record(i)})  # quality guard (issue 13)
                     streaming += time.perf_counter() - t0
         except BaseException:
-            for future in pending:  # the job is failing: drop its chunks still queued
-                future.cancel()
+            retakes.cancel()  # the job is failing: drop its chunks still queued
             raise
         watch.add("vocoder", vocoder)
         # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
-        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming)
+        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming - retakes.judge_seconds)
+        if retakes.judge_seconds:
+            watch.add("quality", retakes.judge_seconds)
         if streaming:
             watch.add("streaming", streaming)
-        return waves, chunks, batch_sizes, seed, voice
+        return waves, chunks, batch_sizes, seed, voice, retakes
 
     def _stream_chunk(
         self,
@@ -462,6 +480,11 @@ class Worker:
         words = self._timings(req, wave, [], watch, progress)
         duration = len(wave) / tts.SAMPLE_RATE
         result: dict[str, Any] = {"status": "completed", "operation": "align", "job_id": job_id}
+        if req.quality is not None and req.quality.mode == "check":  # quality guard (issue 13)
+            progress({"stage": "quality"})
+            with watch.stage("quality"):
+                judge = AsrJudge(self.aligner, language=req.language, max_error_rate=req.quality.max_error_rate)
+                result["quality"] = check_audio(judge, wave, tts.SAMPLE_RATE, req.text)
         with self._staged() as staged:
             result |= self._store_subtitles(req.subtitles, words, duration, uuid.uuid4().hex, staged, watch)
         result |= {"storage": self.storage.name, "duration": round(duration, 4), "text": req.text}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class Retakes:
         self._pending: dict[int, tuple[int, Future[ChunkAudio]]] = {}  # chunk -> (attempt, its future)
         self._takes: dict[int, list[Take]] = {i: [] for i in range(len(gens))}
         self._chosen: dict[int, Take] = {}
+        self.judge_seconds = 0.0  # time spent judging, a share of the job's synthesis time
 
     def __enter__(self) -> Retakes:
         return self
@@ -151,9 +153,13 @@ class Retakes:
         for _, future in self._pending.values():
             future.cancel()
 
+    def record(self, index: int) -> dict[str, Any]:
+        """A settled chunk's `quality` in the result (and in its streamed partial)."""
+        return self._chosen[index].record(len(self._takes[index]))
+
     def records(self) -> list[dict[str, Any]]:
         """Each settled chunk's `quality` record, in chunk order."""
-        return [self._chosen[i].record(len(self._takes[i])) for i in sorted(self._chosen)]
+        return [self.record(i) for i in sorted(self._chosen)]
 
     def summary(self) -> dict[str, Any]:
         """The job's `quality`: `passed` is null when off; a failed chunk does not fail the job."""
@@ -191,7 +197,9 @@ class Retakes:
         if self.policy.mode == "off":
             take = Take(index, attempt, gen.seed, audio, None, None)
         else:
+            t0 = time.perf_counter()
             verdict = self._judge(index, audio, gen.text)
+            self.judge_seconds += time.perf_counter() - t0
             accepted = verdict.passed and (verdict.error_rate or 0.0) <= self.policy.max_error_rate
             take = Take(index, attempt, gen.seed, audio, verdict, accepted)
             update |= {"attempt": attempt, "passed": accepted}
