@@ -20,12 +20,14 @@ A take passes with no reason. `Verdict.score` ranks takes (higher is better; 0 i
 best of several failed takes is well defined. `QualityRequest` / `AlignQualityRequest` are the request's
 `quality` field; `Policy` is what a job runs with once the settings' defaults are filled in.
 
-The judge never raises for bad audio; it raises what the aligner raises (ModelError, InvalidInput for an
-unbaked language).
+The judge never raises for bad audio. It raises what the aligner raises (ModelError; InvalidInput for a
+language with no alignment model, which the job's own alignment would refuse too); a language the ASR
+model does not know only skips the ASR round trip.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +38,14 @@ import jiwer
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tts_worker.errors import InvalidInput
 from tts_worker.words import WordTiming
 
 if TYPE_CHECKING:
     from tts_worker.alignment import Aligner
     from tts_worker.tts import ChunkAudio, Reference
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["off", "check", "retry"]
 MAX_ATTEMPTS = 5
@@ -350,11 +355,15 @@ class AsrJudge:
         reasons = audio_reasons(samples, expected, loudness)
         wer = transcript = None
         if self.aligner.has_asr:
-            # "" when the ASR's voice activity detection finds no speech (noise): that is an error rate of 1
-            transcript = self.aligner.transcribe(samples, rate, self.language)
-            wer = word_error_rate(text, transcript, self.normalize)
-            if min(wer, 1.0) > self.max_error_rate:
-                reasons.append("asr_mismatch")
+            try:
+                # "" when the ASR's voice activity detection finds no speech (noise): an error rate of 1
+                transcript = self.aligner.transcribe(samples, rate, self.language)
+            except InvalidInput:  # a language the baked ASR model does not know: the other checks still run
+                logger.info("quality: the ASR model does not know %r; no ASR round trip", self.language)
+            else:
+                wer = word_error_rate(text, transcript, self.normalize)
+                if min(wer, 1.0) > self.max_error_rate:
+                    reasons.append("asr_mismatch")
         words = self.aligner.align(samples, rate, text, [], language=self.language)
         duration = len(samples) / rate
         reasons += alignment_reasons(words, duration, lambda w: self.aligner.alignable(w, self.language), loudness)
