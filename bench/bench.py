@@ -14,6 +14,8 @@ Rows, each beside its floor on the same machine in the same run:
   (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn;
   (f) the rendered video (`tts_worker.video.render`): seconds of ffmpeg per second of 1080x1920 video, and its
       peak memory. `--only video` runs this row alone and, with `--write`, replaces its section in the file.
+  (g) the quality guard: its judge's time per chunk as a share of that chunk's synthesis, and one retry
+      (`--only quality` runs this row alone and prints its section).
 
 The random-weight model directory is built once (bake_models.py's tiny layout, then the full-size DiT and
 Vocos written over it) and cached in ~/.cache/tts-worker-bench. Random weights make noise, but cost what
@@ -342,6 +344,77 @@ def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[st
     }
 
 
+def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
+    """One 10 s chunk through the guard's loop on the worker's own objects and judge, in mode retry with two
+    attempts: the tiny ASR fails every take, so the loop makes exactly one retry. Timed side by side in the
+    one run from the loop's progress updates (one after each judged take): the first take's synthesis, its
+    judge (the loop's own account), and the second take from the first's verdict to its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        from tts_worker import audio, tts
+        from tts_worker.pipeline import Worker
+        from tts_worker.quality import AsrJudge, Policy, reference_rate
+        from tts_worker.retakes import Retakes
+        from tts_worker.settings import Settings
+
+        settings = Settings(model_dir=model_dir, storage_dir=Path(tmp), device=os.environ.get("DEVICE", "cpu"))
+        worker = Worker.load(settings)
+        data, text = tts.default_voice()
+        samples, rate = audio.decode(data, field="voice")
+        ref = worker.engine.prepare_reference(audio.resample(samples, rate, tts.SAMPLE_RATE), text, max_seconds=12)
+        gens = [tts.Generation(ref, TEXT_10S, tts.SamplingParams(nfe_steps=nfe), SEED)]
+        judge = AsrJudge(worker.aligner, chars_per_second=reference_rate(ref))
+        worker.engine.generate_batch(gens)  # the first generation of this length builds its kernels
+        judged: list[tuple[float, float]] = []  # (time, judge seconds so far) after each take
+        # `loop` is bound by the time the loop calls back
+        loop = Retakes(
+            gens,
+            worker.batcher.submit,
+            judge,
+            Policy("retry", 2),
+            lambda _: judged.append((time.perf_counter(), loop.judge_seconds)),
+        )
+        t0 = time.perf_counter()
+        (take,) = loop.settle_all()
+        (t1, judge1), (t2, _) = judged
+        out = {
+            "synthesis": t1 - t0 - judge1,
+            "judge": judge1,
+            "retry": t2 - t1,
+            "attempts": loop.record(0)["attempts"],
+            "chunk_seconds": len(take.audio.wave) / tts.SAMPLE_RATE,
+        }
+        print(f"  quality: {out}")
+        return out
+
+
+def render_quality(q: dict[str, Any], nfe: int) -> list[str]:
+    synthesis, judge, retry = q["synthesis"], q["judge"], q["retry"]
+    return [
+        f"## Quality guard: one {q['chunk_seconds']:.1f} s chunk, NFE {nfe}",
+        "",
+        "| | seconds | × synthesis of the chunk |",
+        "|---|---:|---:|",
+        f"| synthesis of the chunk's first take (sampling and vocoder, through the batcher) | {synthesis:.2f} | 1.00 |",
+        f"| the judge (ASR round trip, alignment, audio checks) | {judge:.2f} | {judge / synthesis:.3f} |",
+        f"| one retry (the second take and its judge) | {retry:.2f} | {retry / synthesis:.3f} |",
+        "",
+        "One run of mode retry with two attempts, timed from the loop's progress updates. Measured with",
+        "bake_models.py's tiny ASR and aligner, so the judge's line is a floor for the plumbing (pyannote VAD,",
+        "whisperx alignment), not the cost of a real Whisper-small; the tiny random Whisper decodes noise until",
+        "its token limit, so its ASR time is not that of a real model either.",
+        "",
+        "**Estimate, not measured (no GPU here yet):** F5-TTS at 32 NFE runs at a real-time factor of about",
+        "0.15 on an RTX 3090 (the F5-TTS paper), so a 10 s chunk samples in about 1.5 s. faster-whisper small",
+        "transcribes at about 34 x real time on CUDA (Open ASR leaderboard, small.en), 0.3 s for 10 s; pyannote",
+        "VAD and the wav2vec2 alignment add about 0.05 s each. The judge then costs about 0.4 s, 20-30 % of the",
+        "chunk's synthesis at 32 NFE (twice that share at 16 NFE), and one retry about 1.25 x the chunk's",
+        "synthesis (another take and its judge; retries of a job's chunks share a batch). With a share p of",
+        "chunks retried once, a job's synthesis stage takes about (1.25 + 1.25 p) x its time without the guard.",
+        "Mode retry is the default on CUDA only: on a CPU one retry costs minutes.",
+        "",
+    ]
+
+
 def gpu_rows(model_dir: Path) -> list[dict[str, Any]]:
     """RTF of f5_tts's infer_process at 16/32 NFE with SDPA and (when it imports) flash-attn. CUDA only."""
     import torch
@@ -593,6 +666,8 @@ def render(report: Report) -> str:
     ]
     if "video" in r:
         lines += [render_video(r["video"])]
+    if "quality" in r:
+        lines += render_quality(r["quality"], report.nfe)
     lines += ["## GPU", ""]
     gpu = r.get("gpu")
     if not gpu:
@@ -619,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs in the throughput test")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw measurements as JSON")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the random-weight model is built once")
-    parser.add_argument("--only", choices=["video"], help="run one row alone (see (f) above)")
+    parser.add_argument("--only", choices=["video", "quality"], help="run one row alone (see (f) and (g) above)")
     args = parser.parse_args(argv)
     if args.only == "video":
         return only_video(args.write)
@@ -633,6 +708,12 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(machine=machine(), nfe=nfe)
     model_dir = build_full_model_dir(args.cache / f"{MODEL}-random")
 
+    if args.only == "quality":
+        print("quality guard (in-process)...", flush=True)
+        print("\n" + "\n".join(render_quality(quality_cost(model_dir, nfe), nfe)))
+        print(f"machine: {report.machine}; load average at the end {os.getloadavg()}")
+        return 0
+
     report.rows["jobs"] = args.jobs
     print("cold start and throughput (worker processes)...", flush=True)
     report.rows["workers"] = worker_runs(model_dir, args.repeats, nfe, args.jobs)
@@ -640,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     report.rows["overhead"] = overhead(model_dir, nfe, args.repeats)
     print("rendered video...", flush=True)
     report.rows["video"] = video_cost()
+    print("quality guard (in-process)...", flush=True)
+    report.rows["quality"] = quality_cost(model_dir, nfe)
     if cuda:
         print("GPU rows...", flush=True)
         report.rows["gpu"] = gpu_rows(model_dir)

@@ -170,6 +170,11 @@ class Aligner:
                     placed[i] = p
         return _finish(words, placed, owner, spans, duration)
 
+    def alignable(self, word: str, language: str = DEFAULT_LANGUAGE) -> bool:
+        """Whether `align` can place `word` at all (it has a letter the language's model knows); the others
+        are always interpolated."""
+        return bool(_clean(word, self._aligner(language).alignable))
+
     def transcribe(self, wave: np.ndarray, sample_rate: int, language: str | None = None) -> str:
         """What is said in `wave` (whisperx ASR with VAD); "" when no speech is found."""
         if self._asr is None:

@@ -14,6 +14,7 @@ from tts_worker.alignment import Aligner
 from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
+from tts_worker.quality import AsrJudge, check_audio
 from tts_worker.results import AlignResult, DeleteVoiceResult, ListVoicesResult, UploadVoiceResult
 from tts_worker.schemas import AlignRequest, DeleteVoiceRequest, ListVoicesRequest, UploadVoiceRequest
 from tts_worker.storage import Storage, check_key
@@ -37,6 +38,12 @@ class Aligning:
             wave = audio.resample(wave, rate, self.sample_rate)
         words = align_words(self.aligner, job, req, wave, self.sample_rate, [])
         duration = len(wave) / self.sample_rate
+        checked = None
+        if req.quality is not None and req.quality.mode == "check":
+            job.progress({"stage": "quality"})
+            with job.watch.stage("quality"):
+                judge = AsrJudge(self.aligner, language=req.language, max_error_rate=req.quality.max_error_rate)
+                checked = check_audio(judge, wave, self.sample_rate, req.text)
         subs = store_subtitles(job, req.subtitles, words, duration)
         rendered = video.store(job, req, words, wave, self.sample_rate, self.fetcher)
         result = AlignResult(
@@ -52,6 +59,8 @@ class Aligning:
             result |= subs
         if rendered is not None:
             result |= rendered
+        if checked is not None:
+            result["quality"] = checked
         if words is not None:
             result["word_timings"] = rounded(words)
         result["processing_time"] = job.watch.report()

@@ -30,6 +30,7 @@ from tts_worker.fetch import Fetcher
 from tts_worker.job import Emit, Job, Progress, no_progress
 from tts_worker.manifest import load_verified
 from tts_worker.operations import Aligning, VoiceOperations
+from tts_worker.quality import Policy
 from tts_worker.references import VoicePrompts
 from tts_worker.results import Result
 from tts_worker.schemas import (
@@ -61,7 +62,8 @@ class Worker:
         self.batcher = Batcher.from_settings(engine, settings)
         self.voices = VoiceLibrary.from_settings(storage, settings)
         self.prompts = VoicePrompts(engine, self.voices, fetcher, aligner, settings)
-        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, fetcher, storage.name)
+        quality = Policy(settings.resolved_quality_mode(engine.device), settings.quality_max_attempts)
+        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, fetcher, storage.name, quality)
         self.aligning = Aligning(aligner, fetcher, storage, engine.sample_rate)
         self.voice_operations = VoiceOperations(self.voices, fetcher, aligner)
         self.limits = Limits(max_text_chars=settings.max_text_chars)

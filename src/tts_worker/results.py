@@ -47,6 +47,7 @@ class ChunkInfo(TypedDict):
     start_sample: int
     end_sample: int
     batch_size: int
+    quality: dict[str, Any]  # the quality guard's record of this chunk (retakes.Take.record)
 
 
 class ModelInfo(TypedDict):
@@ -75,6 +76,7 @@ class SynthesisResult(TypedDict):
     voice: str
     chunks: list[ChunkInfo]
     model: ModelInfo
+    quality: dict[str, Any]  # the quality guard's summary (retakes.Retakes.summary)
     word_timings: NotRequired[list[WordTiming]]
     processing_time: ProcessingTime
 
@@ -97,6 +99,7 @@ class StreamedChunk(TypedDict):
     samples: int
     sample_rate: int
     word_timings: NotRequired[list[WordTiming]]
+    quality: NotRequired[dict[str, Any]]
 
 
 class AlignResult(TypedDict):
@@ -110,6 +113,7 @@ class AlignResult(TypedDict):
     storage: str
     duration: float
     text: str
+    quality: NotRequired[dict[str, object]]
     word_timings: NotRequired[list[WordTiming]]
     processing_time: ProcessingTime
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from tts_worker.audio import AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation
+from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
 from tts_worker.subtitles import SubtitleFormat, SubtitleOptions
 
 # Canonical operation names, and what the original API (and common spellings) call them.
@@ -192,6 +193,26 @@ def _original_subtitle_options(data: Any) -> Any:
     return data
 
 
+class QualityRequest(BaseModel):
+    """A synthesize request's `quality`. Fields left out take the worker's settings (QUALITY_MODE,
+    QUALITY_MAX_ATTEMPTS) and DEFAULT_MAX_ERROR_RATE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    mode: QualityMode | None = None
+    max_attempts: int | None = Field(None, ge=1, le=MAX_QUALITY_ATTEMPTS)
+    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class AlignQualityRequest(BaseModel):
+    """An align request's `quality`: existing audio can only be checked, not re-sampled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    mode: Literal["off", "check"] = "check"
+    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
 class _TimedRequest(Request):
     """A text to be spoken or aligned, with what to return about its timing."""
 
@@ -236,6 +257,7 @@ class SynthesizeRequest(_TimedRequest):
     remove_silence: bool = False
     output_format: Annotated[AudioFormat, BeforeValidator(_lower)] = "wav"
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
+    quality: QualityRequest | None = None  # the quality guard; None = the worker's defaults
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +290,7 @@ class AlignRequest(_TimedRequest):
     audio_url: str | None = None
     audio_base64: str | None = None
     audio_key: str | None = Field(None, description="A key in this worker's storage, e.g. a synthesis output")
+    quality: AlignQualityRequest | None = None  # {"mode": "check"}: judge the audio against its text
 
     @model_validator(mode="after")
     def _one_audio(self) -> AlignRequest:

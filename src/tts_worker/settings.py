@@ -36,6 +36,14 @@ def parse_networks(value: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+QualityMode = Literal["off", "check", "retry"]
+MAX_QUALITY_ATTEMPTS = 5
+# The quality guard's default word error rate a take may have. F5-TTS's paper reports ~2-3 % WER for its
+# output with a Whisper ASR; Whisper-small on clean speech makes ~3-5 %. 0.2 allows a misheard name in a
+# 10-word chunk and fails a dropped or repeated phrase; a chunk of four words or fewer must come back exact.
+DEFAULT_MAX_ERROR_RATE = 0.2
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
@@ -62,6 +70,17 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: float = Field(
         20.0, ge=0, le=1000, description="How long a batch waits for a job that has arrived but not yet submitted."
+    )
+    quality_mode: QualityMode | None = Field(
+        None,
+        description="The quality guard when a request does not say: off, check or retry. Default: retry on CUDA, "
+        "off on CPU (where one retry costs minutes).",
+    )
+    quality_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=MAX_QUALITY_ATTEMPTS,
+        description="Takes per chunk in quality mode retry when a request does not say.",
     )
     # Set by RunPod on its workers: where job results (and so progress updates) are posted.
     runpod_webhook_post_output: str | None = None
@@ -125,6 +144,11 @@ class Settings(BaseSettings):
         if self.batch_max_size is not None:
             return self.batch_max_size
         return 4 if device.startswith("cuda") else 1
+
+    def resolved_quality_mode(self, device: str) -> QualityMode:
+        if self.quality_mode is not None:
+            return self.quality_mode
+        return "retry" if device.startswith("cuda") else "off"
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -7,14 +7,14 @@ Stages, in order (each a method of `Synthesizer`; `Synthesis` carries what they 
                   (`chunking.split_text` within `Engine.max_chunk_bytes`), one seeded `Generation`
                   per chunk: seed + chunk index
     3. generate   every chunk through the `Batcher` (all at once, or, streaming, one after another so
-                  the first is out soonest); each finished chunk is post-processed, reported as
-                  progress, and (streaming) stored and emitted as a partial result
+                  the first is out soonest), judged and re-sampled by the quality guard
+                  (`retakes.Retakes` with `quality.AsrJudge`, as the request's `quality` says); each
+                  kept take is post-processed and (streaming) stored and emitted as a partial result
     4. join       chunks joined with a cross-fade; each chunk's sample range recorded
     5. timings    words aligned inside each chunk's range, subtitles built (`timings`)
     6. store      audio encoded and stored, the video rendered when asked (`video`), the result assembled
 
-A stage that transforms the text (a normaliser) belongs between 1 and 2; one that judges or
-re-samples chunks (a quality guard) belongs in 3, where each chunk's audio arrives.
+A stage that transforms the text (a normaliser) belongs between 1 and 2.
 """
 
 from __future__ import annotations
@@ -22,21 +22,22 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tts_worker import audio, video
 from tts_worker.alignment import Aligner
-from tts_worker.batching import Batcher, Incoming
+from tts_worker.batching import Batcher
 from tts_worker.chunking import TextChunk, split_text
 from tts_worker.engine import ChunkAudio, Engine, Generation, Reference, SamplingParams
 from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
+from tts_worker.quality import AsrJudge, Policy, reference_rate
 from tts_worker.references import VoicePrompts
 from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
+from tts_worker.retakes import Retakes, Submit
 from tts_worker.schemas import SynthesizeRequest
 from tts_worker.timings import align_words, store_subtitles
 from tts_worker.words import WordTiming, rounded
@@ -60,6 +61,7 @@ class Synthesis:
     waves: list[np.ndarray] = field(default_factory=list)  # post-processed, one per chunk
     batch_sizes: list[int] = field(default_factory=list)
     end: int = 0  # samples of the joined audio so far
+    retakes: Retakes | None = None  # the quality guard's takes of every chunk
 
     @property
     def streaming(self) -> bool:
@@ -68,8 +70,16 @@ class Synthesis:
 
 class Synthesizer:
     def __init__(
-        self, engine: Engine, batcher: Batcher, aligner: Aligner, prompts: VoicePrompts, fetcher: Fetcher, storage: str
+        self,
+        engine: Engine,
+        batcher: Batcher,
+        aligner: Aligner,
+        prompts: VoicePrompts,
+        fetcher: Fetcher,
+        storage: str,
+        quality: Policy,
     ) -> None:
+        self.quality = quality  # the guard's defaults (QUALITY_MODE, QUALITY_MAX_ATTEMPTS)
         self.engine = engine
         self.batcher = batcher
         self.aligner = aligner
@@ -88,8 +98,9 @@ class Synthesizer:
             with job.watch.stage("reference"):
                 syn.ref, syn.voice = self.prompts.for_request(req)
             self._plan(syn)
-            pending = self._submit_first(syn, incoming)
-        self._generate(syn, pending)
+            syn.retakes = self._retakes(syn, incoming.submit)
+            syn.retakes.start([0] if req.stream else None)
+        self._generate(syn, syn.retakes)
         return self._finish(syn)
 
     # -- 2. plan ------------------------------------------------------------------------------------
@@ -109,33 +120,41 @@ class Synthesizer:
 
     # -- 3. generate --------------------------------------------------------------------------------
 
-    def _submit_first(self, syn: Synthesis, incoming: Incoming) -> list[Future[ChunkAudio]]:
-        return incoming.submit(syn.generations[:1] if syn.req.stream else syn.generations)
+    def _retakes(self, syn: Synthesis, submit: Submit) -> Retakes:
+        req, ref = syn.req, syn.ref
+        assert ref is not None
+        policy = Policy.of(req.quality, self.quality.mode, self.quality.max_attempts)
+        judge = AsrJudge(
+            self.aligner,
+            language=req.language,
+            max_error_rate=policy.max_error_rate,
+            chars_per_second=reference_rate(ref),
+            speed=req.speed,
+            sample_rate=self.engine.sample_rate,
+        )
+        return Retakes(syn.generations, submit, judge, policy, syn.job.progress)
 
-    def _generate(self, syn: Synthesis, pending: list[Future[ChunkAudio]]) -> None:
+    def _generate(self, syn: Synthesis, retakes: Retakes) -> None:
+        """Each chunk's kept take, in order (streaming: judged and emitted one by one while the next samples).
+        The retakes report each take as progress; on a failure, their queued takes are cancelled."""
         watch = syn.job.watch
         vocoder = streaming = 0.0
         waited = time.perf_counter()
-        count = len(syn.chunks)
-        try:
-            for i in range(count):
-                out = pending[i].result()
-                if len(pending) == i + 1 < count:  # streaming: the next chunk samples while this one is stored
-                    pending += self.batcher.submit([syn.generations[i + 1]])
+        with retakes:
+            takes = None if syn.req.stream else retakes.settle_all()
+            for i in range(len(syn.chunks)):
+                out = retakes.settle(i, prefetch=i + 1).audio if takes is None else takes[i].audio
                 vocoder += out.vocoder_seconds
                 self._add_chunk(syn, out)
-                syn.job.progress({"stage": "synthesis", "chunk": i + 1, "chunks": count})
                 if syn.streaming:
                     t0 = time.perf_counter()
                     self._stream_chunk(syn, i)
                     streaming += time.perf_counter() - t0
-        except BaseException:
-            for future in pending:  # the job is failing: drop its chunks still queued
-                future.cancel()
-            raise
         watch.add("vocoder", vocoder)
         # Sampling as this job saw it: from submission to its last chunk, queueing for the model included.
-        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming)
+        watch.add("synthesis", time.perf_counter() - waited - vocoder - streaming - retakes.judge_seconds)
+        if retakes.judge_seconds:
+            watch.add("quality", retakes.judge_seconds)
         if streaming:
             watch.add("streaming", streaming)
 
@@ -177,13 +196,16 @@ class Synthesizer:
             partial["word_timings"] = rounded(
                 [WordTiming(**{**w, "start": w["start"] + offset, "end": w["end"] + offset}) for w in words]
             )
+        assert syn.retakes is not None
+        partial["quality"] = syn.retakes.record(index)
         assert syn.job.emit is not None
         syn.job.emit(dict(partial))
 
     # -- 4-6. join, timings, store --------------------------------------------------------------------
 
     def _finish(self, syn: Synthesis) -> SynthesisResult:
-        req, job, rate = syn.req, syn.job, self.engine.sample_rate
+        req, job, rate, retakes = syn.req, syn.job, self.engine.sample_rate, syn.retakes
+        assert retakes is not None
         with job.watch.stage("postprocess"):
             wave, ranges = audio.crossfade_join(syn.waves, self.cross_fade)
         spans = [(c.start, c.end, s, e) for c, (s, e) in zip(syn.chunks, ranges, strict=True)]
@@ -211,10 +233,20 @@ class Synthesizer:
             voice=syn.voice,
             chunks=[
                 ChunkInfo(
-                    index=i, text=c.text, char_start=c.start, char_end=c.end, start_sample=s, end_sample=e, batch_size=n
+                    index=i,
+                    text=c.text,
+                    char_start=c.start,
+                    char_end=c.end,
+                    start_sample=s,
+                    end_sample=e,
+                    batch_size=n,
+                    quality=q,
                 )
-                for i, (c, (s, e), n) in enumerate(zip(syn.chunks, ranges, syn.batch_sizes, strict=True))
+                for i, (c, (s, e), n, q) in enumerate(
+                    zip(syn.chunks, ranges, syn.batch_sizes, retakes.records(), strict=True)
+                )
             ],
+            quality=retakes.summary(),
             model={"name": self.engine.name, "tiny": self.engine.tiny},
             processing_time=job.watch.report(),
         )
