@@ -98,7 +98,8 @@ class Policy:
     def of(cls, req: QualityRequest | None, default_mode: QualityMode, default_attempts: int) -> Policy:
         """The request's fields over the settings' defaults (`settings.resolved_quality_mode(device)`,
         `settings.quality_max_attempts`). Only `retry` makes more than one attempt."""
-        req = req or QualityRequest()
+        if req is None:
+            return cls(mode=default_mode, max_attempts=default_attempts if default_mode == "retry" else 1)
         mode = req.mode or default_mode
         attempts = (req.max_attempts or default_attempts) if mode == "retry" else 1
         return cls(mode=mode, max_attempts=attempts, max_error_rate=req.max_error_rate)
