@@ -32,8 +32,9 @@ make the worker read its own network or the cloud's metadata service):
 - Time: connect and per-read timeouts, and a deadline for the whole download
   (checked between reads, so it is exceeded by at most one read timeout).
   Name resolution uses the system resolver and its own timeouts.
-- The bytes must decode as audio (`tts_worker.audio.decode`) and last between
-  `MIN_AUDIO_SECONDS` and `MAX_AUDIO_SECONDS`.
+- The bytes must decode as audio (`tts_worker.audio.decode`: WAV, FLAC, OGG or
+  MP3, refused from the header when it declares more than `MAX_AUDIO_SECONDS`,
+  and never decoded past it) and last at least `MIN_AUDIO_SECONDS`.
 
 Every refusal is an `InvalidInput` (or `InvalidAudio` for content that is not
 usable audio) whose message starts with the request field's name; so is the
@@ -199,15 +200,12 @@ class Fetcher:
 
     def fetch_audio(self, value: str, *, field: str) -> FetchedAudio:
         data = self.fetch_bytes(value, field=field)
-        samples, rate = audio.decode(data, field=field)
+        # decode refuses more than MAX_AUDIO_SECONDS from the header, and stops decoding there.
+        samples, rate = audio.decode(data, field=field, max_seconds=self.settings.max_audio_seconds)
         seconds = len(samples) / rate
         if seconds < self.settings.min_audio_seconds:
             raise InvalidAudio(
                 f"{field}: the audio is {seconds:.2f} s long; at least {self.settings.min_audio_seconds:g} s is needed"
-            )
-        if seconds > self.settings.max_audio_seconds:
-            raise InvalidAudio(
-                f"{field}: the audio is {seconds:.1f} s long; the limit is {self.settings.max_audio_seconds:g} s"
             )
         return FetchedAudio(data, samples, rate, seconds, hashlib.sha256(data).hexdigest())
 
