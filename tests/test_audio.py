@@ -137,6 +137,12 @@ def test_a_length_the_header_does_not_say_is_counted_and_capped():
     refused(flac_with_total(speech, 0), r"^voice_file: the audio is longer than the 10 s limit$", max_seconds=10)
 
 
+def test_a_header_claiming_less_than_the_file_holds_is_read_as_far_as_it_claims():
+    lying = flac_with_total(silence("FLAC", "PCM_16", 8000, 400), 8000)  # 400 s, declared as 1 s
+    samples, rate = audio.decode(lying, field="x", max_seconds=300)
+    assert rate == 8000 and len(samples) == 8000
+
+
 def test_a_wav_header_claiming_more_than_the_file_holds_decodes_what_is_there():
     data = (0.5 * np.sin(np.arange(2000) / 5.0) * 32767).astype("<i2").tobytes()
     lying = wav_header(rate=8000, channels=1, data_bytes=0xFFFFFFFE) + data  # 2^31 - 1 frames claimed
