@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import io
 import ipaddress
 import ssl
@@ -42,6 +43,7 @@ def wav(seconds: float, rate: int = RATE) -> bytes:
 
 
 CLIP = wav(2.0)
+GZIPPED_CLIP = gzip.compress(CLIP)
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -128,6 +130,14 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
             except OSError:
                 pass
+        elif route == "/encoded":  # a server that ignores Accept-Encoding: identity
+            body = CLIP if query.get("body") == "clip" else GZIPPED_CLIP
+            self.send_response(200)
+            for value in query["as"].split("|"):  # "a|b": the header sent twice
+                self.send_header("Content-Encoding", value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif route == "/hang":
             Handler.release.wait(10)
         elif route == "/stall":  # the answer starts, then the body stops coming
@@ -441,6 +451,39 @@ def test_size_cap_on_declared_length_and_while_streaming(tls, https_site: str):
     t0 = time.monotonic()
     refused(fetcher, f"https://{https_site}/stream-forever", "larger than the 1024 KiB limit")
     assert time.monotonic() - t0 < 3  # cut off at the cap, not after the server's 125 MiB
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("gzip, gzip", "gzip, gzip"),
+        ("identity, GZIP", "identity, GZIP"),
+        ("identity|gzip", "identity, gzip"),  # two header lines
+        ("x-unheard-of", "x-unheard-of"),
+        ("gzip\xe9" + "z" * 60, "gzip\\xe9" + "z" * 35 + "..."),  # quoted short, escaped
+    ],
+)
+def test_compressed_answers_are_refused_before_the_body_is_read(fetcher: Fetcher, https_site: str, sent, shown):
+    """A server that ignores `Accept-Encoding: identity`: refused, whatever the encoding, never inflated."""
+    from urllib.parse import quote
+
+    message = refused(fetcher, f"https://{https_site}/encoded?as={quote(sent)}", "sent a compressed answer")
+    assert message == (
+        f"voice_url: 127.0.0.1 sent a compressed answer (Content-Encoding: {shown}); only the audio file "
+        "itself is accepted (the worker asks for Accept-Encoding: identity)"
+    )
+
+
+def test_identity_encoding_is_accepted_and_the_body_kept_as_sent(fetcher: Fetcher, https_site: str):
+    assert fetcher.fetch_bytes(f"https://{https_site}/encoded?as=identity&body=clip", field="voice_url") == CLIP
+    # Declared identity, sent gzip bytes: the bytes are kept as received (raw), not inflated behind our back.
+    got = fetcher.fetch_bytes(f"https://{https_site}/encoded?as=identity", field="voice_url")
+    assert got == GZIPPED_CLIP
+    refused(fetcher, f"https://{https_site}/encoded?as=identity", "not a decodable audio file", InvalidAudio)
 
 
 def test_hanging_or_stalling_server_times_out(fetcher: Fetcher, https_site: str):

@@ -23,11 +23,18 @@ make the worker read its own network or the cloud's metadata service):
 - No proxies from the environment, no credentials in URLs.
 - Size: a declared Content-Length over `FETCH_MAX_BYTES` is refused before the
   body is read, and the body is counted while streaming and cut off at the cap.
+- No transfer compression: the worker asks for `Accept-Encoding: identity`, and
+  an answer with any other `Content-Encoding` (gzip, deflate, br, zstd, stacked
+  or unknown) is refused before its body is read. The body is read raw, so what
+  the cap counts is what is kept: a decoder would inflate a 64 KiB chunk of
+  gzip to 64 MiB in one call (and `gzip, gzip` to gigabytes) before any count.
+  Audio files are compressed already; nothing is lost by refusing.
 - Time: connect and per-read timeouts, and a deadline for the whole download
   (checked between reads, so it is exceeded by at most one read timeout).
   Name resolution uses the system resolver and its own timeouts.
-- The bytes must decode as audio (`tts_worker.audio.decode`) and last between
-  `MIN_AUDIO_SECONDS` and `MAX_AUDIO_SECONDS`.
+- The bytes must decode as audio (`tts_worker.audio.decode`: WAV, FLAC, OGG or
+  MP3, refused from the header when it declares more than `MAX_AUDIO_SECONDS`,
+  and never decoded past it) and last at least `MIN_AUDIO_SECONDS`.
 
 Every refusal is an `InvalidInput` (or `InvalidAudio` for content that is not
 usable audio) whose message starts with the request field's name; so is the
@@ -131,6 +138,13 @@ def address_refusal(ip: IPAddress) -> str | None:
     return None
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """`text` from a remote server, fit for an error message: at most `limit` characters, anything but
+    printable ASCII escaped."""
+    safe = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return safe + ("..." if len(text) > limit else "")
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
@@ -184,17 +198,17 @@ class Fetcher:
 
     # -- entry points ---------------------------------------------------------------------------------
 
-    def fetch_audio(self, value: str, *, field: str) -> FetchedAudio:
+    def fetch_audio(self, value: str, *, field: str, max_seconds: float | None = None, hint: str = "") -> FetchedAudio:
+        """The clip at `value`, decoded; longer than `max_seconds` (default `MAX_AUDIO_SECONDS`) is refused
+        (`hint`: what the refusal suggests instead)."""
         data = self.fetch_bytes(value, field=field)
-        samples, rate = audio.decode(data, field=field)
+        # decode refuses more than the limit from the header, and stops decoding there.
+        limit = self.settings.max_audio_seconds if max_seconds is None else max_seconds
+        samples, rate = audio.decode(data, field=field, max_seconds=limit, hint=hint)
         seconds = len(samples) / rate
         if seconds < self.settings.min_audio_seconds:
             raise InvalidAudio(
                 f"{field}: the audio is {seconds:.2f} s long; at least {self.settings.min_audio_seconds:g} s is needed"
-            )
-        if seconds > self.settings.max_audio_seconds:
-            raise InvalidAudio(
-                f"{field}: the audio is {seconds:.1f} s long; the limit is {self.settings.max_audio_seconds:g} s"
             )
         return FetchedAudio(data, samples, rate, seconds, hashlib.sha256(data).hexdigest())
 
@@ -331,9 +345,17 @@ class Fetcher:
         declared = response.headers.get("content-length")
         if declared and declared.strip().isdigit() and int(declared) > self.max_bytes:
             raise InvalidInput(too_large)
+        encoding = response.headers.get("content-encoding", "")  # repeated headers come joined by ", "
+        if any(token.strip().lower() not in ("", "identity") for token in encoding.split(",")):
+            raise InvalidInput(
+                f"{field}: {host} sent a compressed answer (Content-Encoding: {shown(encoding)}); only the audio "
+                "file itself is accepted (the worker asks for Accept-Encoding: identity)"
+            )
         body = bytearray()
         try:
-            for chunk in response.iter_bytes():  # as received: a chunk size would wait to fill it
+            # Raw bytes, as received (a chunk size would wait to fill it): never decoded by httpx, whose decoders
+            # inflate a whole chunk at once, so the cap below counts exactly what is kept.
+            for chunk in response.iter_raw():
                 body += chunk
                 if len(body) > self.max_bytes:
                     raise InvalidInput(too_large)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from tts_worker.settings import Settings
 
 T = TypeVar("T")
+LONG_CLIP_HINT = (
+    "only that much is used for cloning: upload a longer clip with upload_voice to have it trimmed at a pause"
+)
 
 
 class ReferenceCache(Generic[T]):
@@ -87,6 +90,7 @@ class VoicePrompts:
         self.fetcher = fetcher
         self.aligner = aligner
         self.max_seconds = settings.max_reference_seconds
+        self.max_input_seconds = settings.max_audio_seconds
         self.cache: ReferenceCache[Reference] = ReferenceCache(settings.reference_cache_entries)
 
     def for_request(self, req: SynthesizeRequest) -> tuple[Reference, str]:
@@ -94,7 +98,8 @@ class VoicePrompts:
         remote = req.voice_url or req.voice_base64
         if remote is not None:
             where = "voice_url" if req.voice_url else "voice_base64"
-            fetched = self.fetcher.fetch_audio(remote, field=where)
+            # Only MAX_REFERENCE_SECONDS is used for cloning: a longer clip is refused while it is decoded.
+            fetched = self.fetcher.fetch_audio(remote, field=where, max_seconds=self.max_seconds, hint=LONG_CLIP_HINT)
             text, text_field = req.ref_text, "ref_text"
             if text is None:
                 text, text_field = self._transcribe(fetched.samples, fetched.sample_rate, req.language), where
@@ -110,7 +115,7 @@ class VoicePrompts:
         if cached is not None:
             return cached, name
         voice = self.voices.get(name)
-        samples, rate = audio.decode(voice.audio, field="voice")
+        samples, rate = audio.decode(voice.audio, field="voice", max_seconds=self.max_input_seconds)
         ref = self._prepare(samples, rate, voice.ref_text, "voice", "voice")
         if key:
             self.cache.put(key, ref)

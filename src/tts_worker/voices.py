@@ -257,7 +257,7 @@ class VoiceLibrary:
                 f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it"
             )
 
-        samples, rate = audio.decode(audio_bytes, field=field)
+        samples, rate = audio.decode(audio_bytes, field=field, max_seconds=self.max_input_seconds)
         seconds = len(samples) / rate
         if seconds < self.min_seconds:
             raise InvalidAudio(f"{field}: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed")
