@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from tts_worker import log
 from tts_worker.errors import ModelDirError, StorageError
-from tts_worker.settings import Settings
+from tts_worker.settings import Settings, describe_errors
 
 logger = logging.getLogger("tts_worker")
 
@@ -37,8 +37,7 @@ def main() -> None:
     try:
         settings = Settings()
     except ValidationError as exc:  # each bad variable and why; not its value, which may be a secret
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        sys.exit(f"tts-worker cannot start: {problems}")
+        sys.exit(f"tts-worker cannot start: {describe_errors(exc)}")
     log.configure(settings.log_level)
     from tts_worker.handler import make_async_handler, make_streaming_handler
     from tts_worker.pipeline import Worker
