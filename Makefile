@@ -5,7 +5,7 @@ MODEL_DIR ?= models
 INPUT     ?= test_input.json
 export MODEL_DIR
 
-.PHONY: install system-deps bake bake-tiny run serve test lint clean
+.PHONY: install system-deps bake bake-tiny run serve check-storage test lint clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ run: install $(MODEL_DIR)/manifest.json
 
 serve: install $(MODEL_DIR)/manifest.json
 	$(PY) -m tts_worker --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
+
+check-storage: install
+	$(PY) -m tts_worker check-storage
 
 test: install
 	$(PY) -m pytest -q

@@ -2,6 +2,7 @@
 
     python -m tts_worker                       serve jobs (RunPod, or --rp_serve_api locally)
     python -m tts_worker --test_input '{...}'  run one job and exit
+    python -m tts_worker check-storage         try the storage settings step by step (storage_check.py)
 
 A model directory that can't be served, or storage that can't be written, stops
 the process here with a message naming what is wrong (and how to bake missing
@@ -34,6 +35,10 @@ logger = logging.getLogger("tts_worker")
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["check-storage"]:  # before anything heavy is imported
+        from tts_worker.storage_check import main as check_storage
+
+        sys.exit(check_storage(sys.argv[2:]))
     try:
         settings = Settings()
     except ValidationError as exc:  # each bad variable and why; not its value, which may be a secret
