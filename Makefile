@@ -5,7 +5,7 @@ MODEL_DIR ?= models
 INPUT     ?= test_input.json
 export MODEL_DIR
 
-.PHONY: install system-deps bake bake-tiny run serve check-storage test lint clean
+.PHONY: install system-deps system-check bake bake-tiny run serve check-storage test lint clean
 
 install: $(VENV)/.installed
 
@@ -13,7 +13,11 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --no-deps -r requirements.lock -r requirements-dev.lock && $(VENV)/bin/pip install -q --no-deps -e . && touch $@
 
 system-deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox
+	scripts/system-deps.sh install
+
+# Present, installed now (as root), or a stop naming the one command to run: `make test` on a fresh machine.
+system-check:
+	@scripts/system-deps.sh ensure
 
 bake: install
 	$(PY) bake_models.py $(MODEL_DIR)
@@ -34,7 +38,7 @@ serve: install $(MODEL_DIR)/manifest.json
 check-storage: install
 	$(PY) -m tts_worker check-storage
 
-test: install
+test: system-check install
 	$(PY) -m pytest -q
 
 lint: install
