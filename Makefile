@@ -30,7 +30,7 @@ $(MODEL_DIR)/manifest.json:
 	$(MAKE) bake-tiny
 
 run: install $(MODEL_DIR)/manifest.json
-	$(PY) -m tts_worker --test_input "$$(cat $(INPUT))"
+	$(PY) -m tts_worker run-once $(INPUT)
 
 serve: install $(MODEL_DIR)/manifest.json
 	$(PY) -m tts_worker --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
