@@ -248,3 +248,13 @@ def test_credentials_without_a_bucket_stay_local_with_a_warning(clean_env, tmp_p
     clean_env.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     assert isinstance(open_storage(Settings(storage_dir=tmp_path)), LocalStorage)
     assert "S3 credentials are set but no bucket" in caplog.text
+
+
+def test_empty_variables_as_the_hub_form_leaves_them_mean_unset(clean_env, tmp_path):
+    for name in ("S3_BUCKET", "AWS_REGION", "AWS_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY"):
+        clean_env.setenv(name, "")
+    clean_env.setenv("BUCKET_ENDPOINT_URL", "https://media-out.s3.us-west-004.backblazeb2.com")
+    target = Settings(storage_dir=tmp_path).storage_target()
+    assert target is not None and (target.bucket, target.region) == ("media-out", "us-west-004")
+    clean_env.setenv("BUCKET_ENDPOINT_URL", "")
+    assert Settings(storage_dir=tmp_path).storage_target() is None
