@@ -5,7 +5,7 @@ MODEL_DIR ?= models
 INPUT     ?= test_input.json
 export MODEL_DIR
 
-.PHONY: install system-deps bake bake-tiny run serve test lint clean docs-frames
+.PHONY: install system-deps system-check bake bake-tiny run serve check-storage test lint clean docs-frames
 
 install: $(VENV)/.installed
 
@@ -13,7 +13,11 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --no-deps -r requirements.lock -r requirements-dev.lock && $(VENV)/bin/pip install -q --no-deps -e . && touch $@
 
 system-deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox fontconfig fonts-dejavu-core
+	scripts/system-deps.sh install
+
+# Present, installed now (as root), or a stop naming the one command to run: `make test` on a fresh machine.
+system-check:
+	@scripts/system-deps.sh ensure
 
 bake: install
 	$(PY) bake_models.py $(MODEL_DIR)
@@ -26,12 +30,15 @@ $(MODEL_DIR)/manifest.json:
 	$(MAKE) bake-tiny
 
 run: install $(MODEL_DIR)/manifest.json
-	$(PY) -m tts_worker --test_input "$$(cat $(INPUT))"
+	$(PY) -m tts_worker run-once $(INPUT)
 
 serve: install $(MODEL_DIR)/manifest.json
 	$(PY) -m tts_worker --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
 
-test: install
+check-storage: install
+	$(PY) -m tts_worker check-storage
+
+test: system-check install
 	$(PY) -m pytest -q
 
 # One frame of each resolution preset, shown in docs/API.md (needs ffmpeg and fonts-dejavu-core).

@@ -43,18 +43,38 @@ def test_open_storage_is_local_without_bucket_and_s3_with_one(tmp_path, monkeypa
             monkeypatch.delenv(name)
     assert isinstance(open_storage(Settings(storage_dir=tmp_path)), LocalStorage)
 
-    # RunPod's own variable names configure the endpoint and credentials; S3_BUCKET switches S3 on.
+    # RunPod's own variable names configure the endpoint and credentials; S3_BUCKET names the bucket.
     monkeypatch.setenv("S3_BUCKET", "tts-out")
     monkeypatch.setenv("BUCKET_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", "runpod-key-id")
     monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", "runpod-secret-value")
     settings = Settings()
-    assert settings.aws_endpoint_url == "http://127.0.0.1:9"
+    assert settings.bucket_endpoint_url == "http://127.0.0.1:9"
     assert settings.aws_secret_access_key is not None
     assert settings.aws_secret_access_key.get_secret_value() == "runpod-secret-value"
     assert "runpod-secret-value" not in repr(settings) and "runpod-key-id" not in repr(settings)
     storage = open_storage(settings)
     assert isinstance(storage, S3Storage) and storage.name == "s3" and storage.bucket == "tts-out"
+
+
+def test_runpod_bucket_variables_alone_store_in_the_bucket_the_endpoint_names(s3_server: SeaweedS3, monkeypatch):
+    """Only BUCKET_* set, the bucket in the endpoint's path (on 127.0.0.1 there is no DNS for bucket-in-host;
+    tests/test_bucket_endpoint.py covers those shapes)."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "BUCKET_", "S3_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BUCKET_ENDPOINT_URL", f"{s3_server.endpoint}/{BUCKET}")
+    monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", SECRET_KEY)
+    storage = open_storage(Settings(s3_max_attempts=1))
+    assert isinstance(storage, S3Storage) and storage.bucket == BUCKET
+    stored = storage.put(new_key("output/", "wav"), b"RIFF runpod-style", "audio/wav")
+    # In the bucket itself, at the key itself: not under a `<bucket>/` prefix, not in a `bucket.bucket` host.
+    assert stored.key in s3_server.keys(BUCKET, "output/")
+    assert urlsplit(stored.url).path == f"/{BUCKET}/{stored.key}"
+    assert httpx.get(stored.url, timeout=5).content == b"RIFF runpod-style"
+    assert [o.key for o in storage.list("output/") if o.key == stored.key] == [stored.key]
+    storage.delete(stored.key)
 
 
 def test_put_returns_a_presigned_url_that_serves_the_object(storage: S3Storage):

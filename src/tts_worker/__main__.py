@@ -2,10 +2,14 @@
 
     python -m tts_worker                       serve jobs (RunPod, or --rp_serve_api locally)
     python -m tts_worker --test_input '{...}'  run one job and exit
+    python -m tts_worker run-once [FILE]       run the job in FILE (test_input.json) as --test_input does,
+                                               and print what RunPod would answer as JSON on stdout
+    python -m tts_worker check-storage         try the storage settings step by step (storage_check.py)
 
 A model directory that can't be served, or storage that can't be written, stops
 the process here with a message naming what is wrong (and how to bake missing
-models); jobs never load or download models.
+models); jobs never load or download models. Library noise at start is silenced at
+its source (quiet.py).
 """
 
 from __future__ import annotations
@@ -20,36 +24,40 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 # shape, so a long-lived CPU worker grew ~100 MB over 200 jobs. Uncached, RSS stays flat; CUDA unaffected.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
+import asyncio
+import contextlib
+import json
 import logging
 import sys
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tts_worker import log
+from tts_worker import log, quiet
 from tts_worker.errors import ModelDirError, StorageError
-from tts_worker.settings import Settings
+from tts_worker.settings import Settings, describe_errors
+
+if TYPE_CHECKING:
+    from tts_worker.pipeline import Worker
 
 logger = logging.getLogger("tts_worker")
 
 
 def main() -> None:
-    try:
-        settings = Settings()
-    except ValidationError as exc:  # each bad variable and why; not its value, which may be a secret
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        sys.exit(f"tts-worker cannot start: {problems}")
-    log.configure(settings.log_level)
-    from tts_worker.handler import make_async_handler, make_streaming_handler
-    from tts_worker.pipeline import Worker
+    command = sys.argv[1:2]
+    if command == ["check-storage"]:  # before anything heavy is imported
+        from tts_worker.storage_check import main as check_storage
 
-    try:
-        worker = Worker.load(settings)
-    except (ModelDirError, StorageError) as exc:
-        logger.error("cannot start: %s", exc)
-        sys.exit(f"tts-worker cannot start: {exc}")
-
+        sys.exit(check_storage(sys.argv[2:]))
+    if command == ["run-once"]:
+        sys.exit(run_once(sys.argv[2:]))
+    settings = _settings()
+    worker = _load(settings)
     import runpod
+
+    from tts_worker.handler import make_async_handler, make_streaming_handler
 
     # Progress goes to RunPod's job API; locally (--test_input, --rp_serve_api) there is none to post to.
     progress = runpod.serverless.progress_update if settings.runpod_webhook_post_output else None
@@ -61,6 +69,59 @@ def main() -> None:
     else:
         config["handler"] = make_async_handler(worker, progress)
     runpod.serverless.start(config)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # each bad variable and why; not its value, which may be a secret
+        sys.exit(f"tts-worker cannot start: {describe_errors(exc)}")
+    log.configure(settings.log_level)
+    quiet.install(settings.log_level)
+    return settings
+
+
+def _load(settings: Settings) -> Worker:
+    try:
+        with quiet.captured_stdout():
+            from tts_worker.pipeline import Worker
+
+            worker = Worker.load(settings)
+    except (ModelDirError, StorageError) as exc:
+        logger.error("cannot start: %s", exc)
+        sys.exit(f"tts-worker cannot start: {exc}")
+    quiet.report()
+    return worker
+
+
+def run_once(argv: Sequence[str]) -> int:
+    """One job from a file through RunPod's own job runner (what `--test_input` runs), its answer printed as
+    JSON on stdout and nothing else there; exit status 1 when the job failed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tts_worker run-once", description=run_once.__doc__)
+    parser.add_argument("file", nargs="?", default="test_input.json", type=Path, help='{"input": {...}}')
+    path = parser.parse_args(argv).file
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        sys.exit(f"run-once: cannot read {path} ({exc.strerror})")
+    except json.JSONDecodeError as exc:
+        sys.exit(f"run-once: {path} is not JSON ({exc.msg}, line {exc.lineno})")
+    if not isinstance(job, dict) or not isinstance(job.get("input"), dict):
+        sys.exit(f'run-once: {path} must hold {{"input": {{...}}}}')
+    job.setdefault("id", "local_test")
+    worker = _load(_settings())
+    from runpod.serverless.modules.rp_job import run_job
+    from runpod.serverless.modules.rp_logger import RunPodLogger
+
+    from tts_worker.handler import make_async_handler
+
+    RunPodLogger().set_level("WARN")  # its DEBUG lines repeat the whole result as a Python repr
+    with contextlib.redirect_stdout(sys.stderr):  # whatever else prints goes with the logs
+        result = asyncio.run(run_job(make_async_handler(worker), job))
+    sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":

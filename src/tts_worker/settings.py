@@ -11,8 +11,11 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tts_worker.bucket_endpoint import BucketTarget
+from tts_worker.bucket_endpoint import resolve as resolve_bucket
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,6 +45,16 @@ MAX_QUALITY_ATTEMPTS = 5
 # output with a Whisper ASR; Whisper-small on clean speech makes ~3-5 %. 0.2 allows a misheard name in a
 # 10-word chunk and fails a dropped or repeated phrase; a chunk of four words or fewer must come back exact.
 DEFAULT_MAX_ERROR_RATE = 0.2
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each bad variable and why, `VARIABLE: problem; ...`; never a value, which may be a secret."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        variable = ".".join(map(str, error["loc"])).upper()
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "; ".join(problems)
 
 
 class Settings(BaseSettings):
@@ -85,8 +98,8 @@ class Settings(BaseSettings):
     # Set by RunPod on its workers: where job results (and so progress updates) are posted.
     runpod_webhook_post_output: str | None = None
 
-    # Object storage (S3, B2, R2, MinIO, SeaweedFS). S3 is used when S3_BUCKET is set; RunPod's BUCKET_*
-    # variables are accepted for the endpoint and credentials.
+    # Object storage (S3, B2, R2, MinIO, SeaweedFS). S3 is used when a bucket is named: by S3_BUCKET, or in
+    # BUCKET_ENDPOINT_URL as RunPod's convention has it (bucket_endpoint.py). RunPod's BUCKET_* credentials work too.
     s3_bucket: str | None = Field(None, description="Bucket for outputs and voices; unset = local storage.")
     aws_access_key_id: SecretStr | None = Field(
         None, validation_alias=AliasChoices("aws_access_key_id", "bucket_access_key_id")
@@ -97,8 +110,11 @@ class Settings(BaseSettings):
     aws_region: str | None = Field(None, validation_alias=AliasChoices("aws_region", "aws_default_region"))
     aws_endpoint_url: str | None = Field(
         None,
-        validation_alias=AliasChoices("aws_endpoint_url", "aws_endpoint_url_s3", "bucket_endpoint_url"),
-        description="S3-compatible endpoint; unset = AWS.",
+        validation_alias=AliasChoices("aws_endpoint_url", "aws_endpoint_url_s3"),
+        description="S3-compatible service endpoint; unset = AWS.",
+    )
+    bucket_endpoint_url: str | None = Field(
+        None, description="RunPod's endpoint variable; may carry the bucket (https://<bucket>.s3.<region>...)."
     )
     s3_presign_expiry_seconds: int = Field(3600, ge=1, le=604_800, description="Lifetime of presigned URLs.")
     s3_public_base_url: str | None = Field(
@@ -129,6 +145,27 @@ class Settings(BaseSettings):
     min_audio_seconds: float = Field(1.0, ge=0.1, le=10.0, description="Shortest accepted reference/upload.")
     max_audio_seconds: float = Field(300.0, ge=1.0, le=3600.0, description="Longest accepted input before trim.")
     reference_cache_entries: int = Field(16, ge=0, le=1024, description="Prepared references kept per worker.")
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        self.storage_target()
+        return self
+
+    def storage_target(self) -> BucketTarget | None:
+        """The bucket, endpoint, region and addressing style the storage settings mean; None = local storage.
+        ValueError naming the variable when they contradict each other."""
+        endpoint, variable = self.aws_endpoint_url, "AWS_ENDPOINT_URL"
+        if self.bucket_endpoint_url:
+            if endpoint and endpoint.rstrip("/") != self.bucket_endpoint_url.rstrip("/"):
+                raise ValueError("AWS_ENDPOINT_URL and BUCKET_ENDPOINT_URL are both set and differ; set one of them")
+            endpoint, variable = self.bucket_endpoint_url, "BUCKET_ENDPOINT_URL"
+        return resolve_bucket(
+            bucket=self.s3_bucket,
+            endpoint_url=endpoint,
+            region=self.aws_region,
+            addressing_style=self.s3_addressing_style,
+            endpoint_variable=variable,
+        )
 
     @field_validator("fetch_allow_networks")
     @classmethod

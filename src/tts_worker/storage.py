@@ -19,8 +19,9 @@ Backends:
 `read_object(bucket, key, max_bytes)` reads an `s3://` input from one of `buckets`
 (what a request may read: empty for local storage).
 
-`open_storage(settings)` picks the backend. Every failure is a `StorageError`
-whose message names the operation and key and a short cause (an S3 error code,
+`open_storage(settings)` picks the backend; which bucket, endpoint, region and
+addressing style the settings mean is `Settings.storage_target()` (bucket_endpoint.py).
+Every failure is a `StorageError` whose message names the operation and key and a short cause (an S3 error code,
 with a hint to check the credentials when the store refuses them; "could not
 connect", "timed out"); never credentials, endpoint URLs or signatures.
 `StagedWrites` records what one job puts so a failed job removes it.
@@ -316,21 +317,23 @@ class S3Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
-        if not settings.s3_bucket:
-            raise ValueError("S3_BUCKET is not set")
+        """The bucket the settings name (`Settings.storage_target`); ValueError when they name none."""
+        target = settings.storage_target()
+        if target is None:
+            raise ValueError("no bucket is configured (S3_BUCKET or BUCKET_ENDPOINT_URL)")
 
         def secret(value: Any) -> str | None:
             return value.get_secret_value() if value is not None else None
 
         return cls(
-            settings.s3_bucket,
-            endpoint_url=settings.aws_endpoint_url,
+            target.bucket,
+            endpoint_url=target.endpoint_url,
             access_key_id=secret(settings.aws_access_key_id),
             secret_access_key=secret(settings.aws_secret_access_key),
-            region=settings.aws_region,
+            region=target.region,
             presign_expiry_seconds=settings.s3_presign_expiry_seconds,
             public_base_url=settings.s3_public_base_url,
-            addressing_style=settings.s3_addressing_style,
+            addressing_style=target.addressing_style,
             max_attempts=settings.s3_max_attempts,
             retry_mode=settings.s3_retry_mode,
             multipart_threshold=settings.s3_multipart_threshold_mb * 1024 * 1024,
@@ -451,18 +454,15 @@ class S3Storage:
 
 
 def open_storage(settings: Settings) -> Storage:
-    """S3 when `S3_BUCKET` is set, else the local directory `STORAGE_DIR`. Touches no network."""
-    if settings.s3_bucket:
+    """S3 when a bucket is named (`S3_BUCKET`, or in `BUCKET_ENDPOINT_URL`), else the local directory
+    `STORAGE_DIR`. Touches no network."""
+    target = settings.storage_target()
+    if target is not None:
         storage = S3Storage.from_settings(settings)
-        logger.info(
-            "storage: S3 bucket %s%s, %s URLs",
-            settings.s3_bucket,
-            " at a custom endpoint" if settings.aws_endpoint_url else "",
-            "public" if settings.s3_public_base_url else "presigned",
-        )
+        logger.info("storage: %s; %s URLs", target.describe(), "public" if settings.s3_public_base_url else "presigned")
         return storage
-    if settings.aws_endpoint_url or settings.aws_access_key_id:
-        logger.warning("storage: S3 endpoint/credentials are set but S3_BUCKET is not; using local storage")
+    if settings.aws_access_key_id:
+        logger.warning("storage: S3 credentials are set but no bucket (S3_BUCKET); using local storage")
     return LocalStorage(settings.storage_dir)
 
 
