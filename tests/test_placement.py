@@ -61,7 +61,8 @@ def test_a_cut_word_spans_all_the_audio_it_produced():
         mine = [q for q in parts if q.chunk == p.chunk]
         k, n = mine.index(p), len(mine)
         width = (span.end - span.start) / n
-        placed.append(Placed(span.start + k * width + 0.01, span.start + (k + 1) * width - 0.01, 0.2 * (p.chunk + 1) + 0.01 * k))
+        score = 0.2 * (p.chunk + 1) + 0.01 * k
+        placed.append(Placed(span.start + k * width + 0.01, span.start + (k + 1) * width - 0.01, score))
     timings = join(words, parts, place(parts, placed, spans), duration)
 
     contract(timings, TEXT, duration)
@@ -107,7 +108,7 @@ def test_unplaceable_parts_of_a_cut_word_are_interpolated_inside_their_chunks():
 def test_words_outside_every_chunk_go_to_the_chunk_before_them():
     text = "alpha beta gamma"
     spans = chunk_spans([(0, 5, 0, 1000), (11, 16, 1000, 2000)], 2000, SR, len(text))
-    words, parts = split_words(text, spans, str.lower)
+    _, parts = split_words(text, spans, str.lower)
     assert [(p.text, p.chunk) for p in parts] == [("alpha", 0), ("beta", 0), ("gamma", 1)]
     whole = chunk_spans([], 2000, SR, len(text))
     assert [p.chunk for p in split_words(text, whole, str.lower)[1]] == [0, 0, 0]
