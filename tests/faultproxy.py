@@ -35,8 +35,9 @@ DENY_MESSAGES = {
     "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided.",
     "AccessDenied": "Access Denied",
     "NotImplemented": "A header you provided implies functionality that is not implemented",
+    "InvalidArgument": "Unsupported header 'If-None-Match' received for this API call.",
 }
-REASONS = {403: "Forbidden", 501: "Not Implemented"}
+REASONS = {400: "Bad Request", 403: "Forbidden", 501: "Not Implemented"}
 
 
 def _reset(sock: socket.socket) -> None:

@@ -277,11 +277,12 @@ def test_a_retried_create_whose_first_attempt_landed_is_ours(s3_server: SeaweedS
         assert other.put_if_absent(key, b"mine", "audio/wav") is None  # same bytes, someone else: taken
 
 
-def test_a_store_without_conditional_writes_falls_back_to_a_look_up(s3_server: SeaweedS3, caplog):
-    """A store answering NotImplemented: a look-up then a PUT, logged; uploads still work, and within one
+@pytest.mark.parametrize(("status", "code"), [(501, "NotImplemented"), (400, "InvalidArgument")])
+def test_a_store_without_conditional_writes_falls_back_to_a_look_up(s3_server: SeaweedS3, caplog, status, code):
+    """A store refusing the header: a look-up then a PUT, logged; uploads still work, and within one
     worker a taken name is still refused."""
     with FaultProxy(s3_server.s3) as proxy:
-        proxy.deny_code, proxy.deny_status = "NotImplemented", 501
+        proxy.deny_code, proxy.deny_status = code, status
         storage = S3Storage.from_settings(s3_settings(s3_server, aws_endpoint_url=proxy.endpoint))
         storage.client.meta.events.register(
             "before-send.s3",
@@ -291,7 +292,7 @@ def test_a_store_without_conditional_writes_falls_back_to_a_look_up(s3_server: S
         library = VoiceLibrary(storage)
         with caplog.at_level(logging.WARNING, logger="tts_worker.storage"):
             library.upload(name, CLIPS[0], "On a plain store.", "en")
-        assert storage.conditional_writes is False and "does not implement If-None-Match" in caplog.text
+        assert storage.conditional_writes is False and f"refused If-None-Match on PutObject ({code})" in caplog.text
         assert library.get(name).ref_text == "On a plain store."
         results = race([lambda i=i: library.upload(name, CLIPS[i], f"Again {i}.", "en") for i in range(2)])
         assert all(isinstance(r, InvalidInput) and "already exists" in r.message for r in results)

@@ -6,9 +6,9 @@ makes an object visible only once it is complete, and refuses keys that could
 escape its root. `list(prefix)` takes a directory-like prefix ending in `/`.
 `put_if_absent` creates an object only when its key is free, atomically between
 processes where the backend can: a hard link on local disk, `If-None-Match: *`
-on S3 (a store that answers NotImplemented gets a look-up then a PUT instead,
-logged once: atomic within one process's lock only; a store that ignores the
-header overwrites, see docs/DEPLOY.md).
+on S3 (a store that refuses the header, NotImplemented or InvalidArgument, gets
+a look-up then a PUT instead, logged once: atomic within one process's lock
+only; a store that ignores the header overwrites, see docs/DEPLOY.md).
 
 Backends:
 - `LocalStorage`: a directory; the default when no bucket is configured.
@@ -278,6 +278,9 @@ def _not_found(exc: BaseException) -> bool:
     return _code(exc)[0] in ("NoSuchKey", "404", "NotFound")
 
 
+# How stores without conditional writes answer one: AWS before 2024 said NotImplemented (501); others
+# reject the header as a bad argument. Either way a plain PUT after a look-up is what remains.
+_NO_CONDITIONS = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
 _PUT_META = "put-token"  # user metadata (x-amz-meta-put-token) that tells our own conditional PUT apart
 
 
@@ -435,10 +438,11 @@ class S3Storage:
                         return None  # still racing another writer of the key: it is theirs
                     time.sleep(0.1 * conflicts)
                     continue
-                if code == "NotImplemented" or status == 501:
+                if code in _NO_CONDITIONS or status == 501:
                     logger.warning(
-                        "storage: the store does not implement If-None-Match on PutObject; creating objects "
-                        "such as new voices is atomic within one worker only"
+                        "storage: the store refused If-None-Match on PutObject (%s); creating objects such as "
+                        "new voices is atomic within one worker only",
+                        code or status,
                     )
                     self.conditional_writes = False
                     continue
