@@ -9,7 +9,8 @@ client pointed at the proxy signs requests for the proxy's address and SeaweedFS
             is slow to answer; the request itself reaches the server and takes effect).
 - `reset`:  reset connections (RST) as soon as they are opened or a request arrives: a server that is down.
 - `deny`:   answer every request itself with `403` and an S3 XML error (`deny_code`), as a store does after
-            the access key was revoked; the request never reaches the server.
+            the access key was revoked; the request never reaches the server. `deny_status` changes the
+            status (`501` with `NotImplemented`: a store without a feature the request asks for).
 
 `on_request(first_line)` is called with each request line as it arrives, before it is forwarded: a test
 can change the mode or stop the server right there ("mid-job"). It assumes one request at a time per
@@ -33,7 +34,10 @@ DENY_MESSAGES = {
     "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
     "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided.",
     "AccessDenied": "Access Denied",
+    "NotImplemented": "A header you provided implies functionality that is not implemented",
+    "InvalidArgument": "Unsupported header 'If-None-Match' received for this API call.",
 }
+REASONS = {400: "Bad Request", 403: "Forbidden", 501: "Not Implemented"}
 
 
 def _reset(sock: socket.socket) -> None:
@@ -50,6 +54,7 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.delay = delay
         self.deny_code = "InvalidAccessKeyId"
+        self.deny_status = 403
         self.on_request: Callable[[bytes], None] | None = None
         self.requests: list[bytes] = []  # every request line seen, in order
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -203,7 +208,8 @@ class FaultProxy:
                     "<RequestId>fault-proxy</RequestId></Error>"
                 ).encode()
                 reply = (
-                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                    f"HTTP/1.1 {self.deny_status} {REASONS.get(self.deny_status, 'Error')}\r\n".encode()
+                    + b"Content-Type: application/xml\r\n"
                     + f"Content-Length: {len(body)}\r\n".encode()
                     + b"Connection: close\r\n\r\n"
                     + (b"" if method == b"HEAD" else body)

@@ -16,6 +16,7 @@ import pytest
 
 from tts_worker import audio
 from tts_worker.alignment import Aligner, checked_components
+from tts_worker.chunking import split_text
 from tts_worker.errors import InvalidInput, ModelDirError, ModelError
 from tts_worker.manifest import load_verified
 
@@ -122,6 +123,28 @@ def test_a_chunk_with_nothing_to_align_is_spread_over_its_range(aligner: Aligner
     assert all(t["interpolated"] for t in digits)
     assert digits[-1]["end"] <= 2.0
     assert all(t["end"] > t["start"] for t in digits)  # each gets some time, none is zero-length
+
+
+def test_a_word_cut_across_chunks_is_timed_across_them(aligner: Aligner, offline: None) -> None:
+    """A 300-character run with no space is cut over several chunks by the chunker: its timing starts in
+    the first of them and ends in the last, and the words after it stay in order inside their own chunk.
+    It used to be timed inside its first chunk only."""
+    long = "https://example.com/" + "abcdefghij" * 28
+    text = f"Please open {long} and read the page."
+    cut = split_text(text, 120)
+    chunks = [(c.start, c.end, 2 * i * SR, 2 * (i + 1) * SR) for i, c in enumerate(cut)]  # 2 s each
+    wave = noise(2.0 * len(cut))
+    timings = aligner.align(wave, SR, text, chunks)
+
+    assert_well_formed(timings, text, 2.0 * len(cut))
+    index = text.split().index(long)
+    reached = [i for i, c in enumerate(cut) if c.start < text.index(long) + len(long) and c.end > text.index(long)]
+    assert len(reached) == 3
+    word = timings[index]
+    assert 2.0 * reached[0] <= word["start"] <= 2.0 * (reached[0] + 1)
+    assert 2.0 * reached[-1] < word["end"] <= 2.0 * (reached[-1] + 1)  # inside the last chunk it reaches
+    for t in timings[index + 1 :]:  # "and read the page." share that last chunk
+        assert 2.0 * reached[-1] <= t["start"] <= t["end"] <= 2.0 * (reached[-1] + 1), t
 
 
 def test_whole_audio_is_one_chunk_without_chunks(aligner: Aligner, offline: None) -> None:

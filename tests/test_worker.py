@@ -95,6 +95,31 @@ def test_long_text_is_chunked_and_ranges_cover_the_audio(handler, worker):
     assert len(samples) == out["samples"] and math.isclose(out["duration"], len(samples) / rate, abs_tol=1e-3)
 
 
+def test_a_long_run_without_spaces_is_timed_over_all_the_chunks_it_was_spoken_in(handler):
+    """A 300-character "word" (a URL) is cut across chunks; its timing covers every chunk it reached,
+    from where it starts in the first to where its part ends in the last, and the words after it follow."""
+    url = "https://example.com/" + "abcdefghij" * 28
+    assert len(url) == 300
+    text = f"Please open {url} and read the page it shows."
+    out = ok(handler, {"text": text, "seed": 11, **FAST})
+    rate, words = out["sample_rate"], out["word_timings"]
+    begin = text.index(url)
+    reached = [c for c in out["chunks"] if c["char_start"] < begin + len(url) and c["char_end"] > begin]
+    assert len(reached) >= 2
+    assert "".join(c["text"] for c in reached).find(url[20:]) >= 0  # cut, not dropped
+    first, last = reached[0], reached[-1]
+    timing = words[text.split().index(url)]
+    assert timing["word"] == url
+    ms = 1e-3  # timings are rounded to milliseconds
+    assert first["start_sample"] / rate - ms <= timing["start"] <= first["end_sample"] / rate
+    assert last["start_sample"] / rate < timing["end"] <= last["end_sample"] / rate + ms
+    previous = timing["end"]
+    for word in words[text.split().index(url) + 1 :]:
+        assert previous <= word["start"] <= word["end"] <= out["duration"]
+        assert word["start"] >= last["start_sample"] / rate - ms  # in the last chunk or later
+        previous = word["end"]
+
+
 def test_speed_changes_duration(handler):
     text = "A sentence long enough to have a duration that depends on speed."
     slow = ok(handler, {"text": text, "speed": 0.5, "seed": 1, **FAST})

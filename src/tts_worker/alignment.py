@@ -11,8 +11,10 @@ spec types live in `tts_worker.manifest`):
 `Aligner.align(wave, rate, text, chunks)` gives one `WordTiming` per
 whitespace-separated word of `text`, in order, non-overlapping, inside
 [0, duration]. It aligns chunk by chunk inside the sample ranges the synthesis
-recorded, so an error in one chunk never shifts the next. Words keep the
-user's spelling; the aligner only sees their letters (lower-cased, accents
+recorded, so an error in one chunk never shifts the next; a word cut across
+chunks (one longer than a chunk) is timed in each chunk it was spoken in and
+spans them all (the bookkeeping is placement.py's). Words keep the user's
+spelling; the aligner only sees their letters (lower-cased, accents
 folded). A word with no letter the model knows (numbers, symbols, other
 scripts) gets times interpolated between its neighbours and
 `interpolated=True`; it is never dropped.
@@ -27,9 +29,7 @@ inside a model is `ModelError`; a missing or broken component at load is
 
 from __future__ import annotations
 
-import bisect
 import logging
-import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -41,17 +41,13 @@ import numpy as np
 from tts_worker.audio import resample
 from tts_worker.errors import InvalidAudio, InvalidInput, ModelDirError, ModelError
 from tts_worker.manifest import BAKE_HINT, AlignModelSpec, AsrSpec, Components, Manifest
+from tts_worker.placement import Chunk, Part, Placed, chunk_spans, join, place, split_words
 from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
 
 ALIGN_SAMPLE_RATE = 16_000  # whisperx (wav2vec2 and Whisper) input rate
 DEFAULT_LANGUAGE = "en"
-MIN_INTERPOLATED_SECONDS = 0.04  # room an interpolated word takes from its neighbours when there is no gap
-# Longest an interpolated word lasts when only one neighbour bounds it (digits are spoken long: "1999").
-MAX_INTERPOLATED_SECONDS_PER_CHAR = 0.25
-
-_WORD = re.compile(r"\S+")
 _APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'"}
 
 
@@ -68,29 +64,6 @@ def checked_components(manifest: Manifest) -> Components:
     if missing:
         raise ModelDirError(f"the baked NLTK data lacks punkt_tab {sorted(missing)}; {BAKE_HINT}")
     return comps
-
-
-@dataclass(frozen=True)
-class _Word:
-    text: str  # as the user wrote it
-    char_start: int
-    clean: str  # what the aligner sees: its known characters only; "" when it knows none
-
-
-@dataclass
-class _Placed:
-    start: float
-    end: float
-    score: float | None
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    char_start: int
-    first: int  # samples [first, last) at the caller's rate
-    last: int
-    start: float  # the same in seconds
-    end: float
 
 
 @dataclass(frozen=True)
@@ -155,20 +128,19 @@ class Aligner:
         loaded = self._aligner(language)
         wave = _mono(wave, sample_rate)
         duration = len(wave) / sample_rate
-        words = [_Word(m.group(), m.start(), _clean(m.group(), loaded.alignable)) for m in _WORD.finditer(text)]
+        spans = chunk_spans(chunks, len(wave), sample_rate, len(text))
+        words, parts = split_words(text, spans, lambda s: _clean(s, loaded.alignable))
         if not words:
             return []
-        spans = _chunk_spans(chunks, len(wave), sample_rate)
-        owner = _assign_words(words, spans)
-        placed: list[_Placed | None] = [None] * len(words)
+        placed: list[Placed | None] = [None] * len(parts)
         for k, span in enumerate(spans):
-            idx = [i for i, c in enumerate(owner) if c == k]
+            idx = [i for i, p in enumerate(parts) if p.chunk == k]
             if idx:
                 for i, p in zip(
-                    idx, self._align_chunk(loaded, wave, sample_rate, span, [words[i] for i in idx]), strict=True
+                    idx, self._align_chunk(loaded, wave, sample_rate, span, [parts[i] for i in idx]), strict=True
                 ):
                     placed[i] = p
-        return _finish(words, placed, owner, spans, duration)
+        return join(words, parts, place(parts, placed, spans), duration)
 
     def alignable(self, word: str, language: str = DEFAULT_LANGUAGE) -> bool:
         """Whether `align` can place `word` at all (it has a letter the language's model knows); the others
@@ -214,9 +186,9 @@ class Aligner:
             return self._aligners[language]
 
     def _align_chunk(
-        self, loaded: _LoadedAligner, wave: np.ndarray, sample_rate: int, span: _Chunk, words: list[_Word]
-    ) -> list[_Placed | None]:
-        """Place the chunk's alignable words inside the chunk; None for the rest (interpolated later).
+        self, loaded: _LoadedAligner, wave: np.ndarray, sample_rate: int, span: Chunk, words: list[Part]
+    ) -> list[Placed | None]:
+        """Place the chunk's alignable words (parts of words) inside the chunk; None for the rest.
         Only the chunk's own samples reach the model, so a chunk's timings never depend on its neighbours."""
         import whisperx
 
@@ -349,26 +321,9 @@ def _clean(word: str, alignable: frozenset[str]) -> str:
     return "".join(out)
 
 
-def _chunk_spans(chunks: list[tuple[int, int, int, int]], n_samples: int, sample_rate: int) -> list[_Chunk]:
-    if not chunks:
-        return [_Chunk(char_start=0, first=0, last=n_samples, start=0.0, end=n_samples / sample_rate)]
-    spans = []
-    for char_start, _char_end, start_sample, end_sample in sorted(chunks):
-        a = min(max(int(start_sample), 0), n_samples)
-        b = min(max(int(end_sample), a), n_samples)
-        spans.append(_Chunk(char_start=int(char_start), first=a, last=b, start=a / sample_rate, end=b / sample_rate))
-    return spans
-
-
-def _assign_words(words: list[_Word], spans: list[_Chunk]) -> list[int]:
-    """The chunk each word belongs to: the last one starting at or before it (the first for words before all)."""
-    starts = [s.char_start for s in spans]
-    return [max(bisect.bisect_right(starts, w.char_start) - 1, 0) for w in words]
-
-
 def _group_word_segments(
-    segments: list[dict[str, Any]], known: list[_Word], language: str
-) -> list[_Placed | None] | None:
+    segments: list[dict[str, Any]], known: list[Part], language: str
+) -> list[Placed | None] | None:
     """whisperx's word segments regrouped to our words: one each, or one per character for languages
     whisperx aligns without spaces. None when the counts disagree."""
     from whisperx.alignment import LANGUAGES_WITHOUT_SPACES
@@ -376,7 +331,7 @@ def _group_word_segments(
     sizes = [len(w.clean) if language in LANGUAGES_WITHOUT_SPACES else 1 for w in known]
     if sum(sizes) != len(segments):
         return None
-    out: list[_Placed | None] = []
+    out: list[Placed | None] = []
     pos = 0
     for size in sizes:
         group = segments[pos : pos + size]
@@ -387,70 +342,5 @@ def _group_word_segments(
         if not starts or not ends:
             out.append(None)
             continue
-        out.append(_Placed(min(starts), max(ends), round(sum(scores) / len(scores), 3) if scores else None))
+        out.append(Placed(min(starts), max(ends), round(sum(scores) / len(scores), 3) if scores else None))
     return out
-
-
-def _finish(
-    words: list[_Word], placed: list[_Placed | None], owner: list[int], spans: list[_Chunk], duration: float
-) -> list[WordTiming]:
-    """Clamp placed words into their chunk and after their predecessor; interpolate the rest by length."""
-    n = len(words)
-    times: list[_Placed] = []
-    interpolated: list[bool] = []
-    last_end = 0.0
-    i = 0
-    while i < n:
-        span = spans[owner[i]]
-        lo = max(span.start, last_end)
-        hi = max(span.end, lo)
-        p = placed[i]
-        if p is not None:
-            start = min(max(p.start, lo), hi)
-            end = min(max(p.end, start), hi)
-            times.append(_Placed(start, end, p.score))
-            interpolated.append(False)
-            last_end = end
-            i += 1
-            continue
-        # a run of unplaced words inside one chunk, up to the next placed word of that chunk
-        j = i
-        while j < n and placed[j] is None and owner[j] == owner[i]:
-            j += 1
-        has_left = i > 0 and owner[i - 1] == owner[i]
-        nxt = placed[j] if j < n and owner[j] == owner[i] else None
-        right = min(max(nxt.start, lo), hi) if nxt is not None else hi
-        weights = [len(w.text) for w in words[i:j]]
-        need = MIN_INTERPOLATED_SECONDS * len(weights)
-        if right - lo < need and has_left:
-            prev = times[-1]  # no gap: take room from the previous word's end, at most its second half
-            new_lo = max(prev.start + (prev.end - prev.start) / 2, right - need)
-            if new_lo < lo:
-                prev.end = lo = new_lo
-        if right - lo < need and nxt is not None:
-            # still none: take it from the next word's start, at most its first half
-            right = max(right, min(max(nxt.start, lo) + max(nxt.end - nxt.start, 0.0) / 2, lo + need, hi))
-            placed[j] = _Placed(right, max(nxt.end, right), nxt.score)
-        cap = MAX_INTERPOLATED_SECONDS_PER_CHAR * sum(weights)
-        if right - lo > cap and has_left != (nxt is not None):
-            # bounded on one side only: stay next to that neighbour instead of spreading over a pause
-            lo, right = (lo, lo + cap) if has_left else (right - cap, right)
-        total = float(sum(weights))
-        t = lo
-        for w in weights:
-            end = t + (right - lo) * w / total
-            times.append(_Placed(t, end, None))
-            interpolated.append(True)
-            t = end
-        last_end = right
-        i = j
-    return [
-        WordTiming(
-            word=w.text,
-            start=min(round(t.start, 3), duration),
-            end=min(round(t.end, 3), duration),
-            score=t.score,
-            interpolated=flag,
-        )
-        for w, t, flag in zip(words, times, interpolated, strict=True)
-    ]

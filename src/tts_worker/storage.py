@@ -5,6 +5,11 @@ Keys are relative, `/`-separated (`output/<stem>.wav`, `timings/<stem>.json`,
 `job_key(prefix, stem, ext)` is the one key scheme for them. A backend
 makes an object visible only once it is complete, and refuses keys that could
 escape its root. `list(prefix)` takes a directory-like prefix ending in `/`.
+`put_if_absent` creates an object only when its key is free, atomically between
+processes where the backend can: a hard link on local disk, `If-None-Match: *`
+on S3 (a store that refuses the header, NotImplemented or InvalidArgument, gets
+a look-up then a PUT instead, logged once: atomic within one process's lock
+only; a store that ignores the header overwrites, see docs/DEPLOY.md).
 
 Backends:
 - `LocalStorage`: a directory; the default when no bucket is configured.
@@ -29,11 +34,14 @@ connect", "timed out"); never credentials, endpoint URLs or signatures.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import re
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+# os.link's answers on filesystems without hard links (some FUSE and network mounts)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ class Storage(Protocol):
     """Buckets an `s3://` input may be read from (empty: this storage reads none)."""
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
+        """Create the object only if no object has the key; None (nothing written) when one has."""
+        ...
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
@@ -131,6 +145,7 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._fallback_lock = threading.Lock()
 
     def read_object(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes | None:
         raise StorageError("local storage reads no buckets")
@@ -150,6 +165,34 @@ class LocalStorage:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+        except OSError as exc:
+            raise StorageError(f"could not write {key} to local storage ({exc.strerror or 'I/O error'})") from exc
+        return StoredObject(key=key, url=str(path), size=len(data), content_type=content_type)
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
+        """A complete temp file hard-linked to the key: the link fails when the name exists, so two
+        processes can never both create it, and the object appears only once complete."""
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return None
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    logger.warning("storage: no hard links in the local directory: creating is atomic per process")
+                    with self._fallback_lock:
+                        if path.exists():
+                            return None
+                        Path(tmp).replace(path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"could not write {key} to local storage ({exc.strerror or 'I/O error'})") from exc
         return StoredObject(key=key, url=str(path), size=len(data), content_type=content_type)
@@ -247,13 +290,24 @@ def _cause(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-def _not_found(exc: BaseException) -> bool:
+def _code(exc: BaseException) -> tuple[str, int | None]:
+    """An S3 error's code and HTTP status ("", None for anything but an answer from the store)."""
     from botocore.exceptions import ClientError
 
     if not isinstance(exc, ClientError):
-        return False
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    return code in ("NoSuchKey", "404", "NotFound")
+        return "", None
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(exc.response.get("Error", {}).get("Code", "")), status if isinstance(status, int) else None
+
+
+def _not_found(exc: BaseException) -> bool:
+    return _code(exc)[0] in ("NoSuchKey", "404", "NotFound")
+
+
+# How stores without conditional writes answer one: AWS before 2024 said NotImplemented (501); others
+# reject the header as a bad argument. Either way a plain PUT after a look-up is what remains.
+_NO_CONDITIONS = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
+_PUT_META = "put-token"  # user metadata (x-amz-meta-put-token) that tells our own conditional PUT apart
 
 
 class S3Storage:
@@ -284,6 +338,8 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = bucket
+        # False once the store answered NotImplemented to If-None-Match (put_if_absent then looks up first)
+        self.conditional_writes = True
         self.presign_expiry_seconds = presign_expiry_seconds
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
         # Buckets an `s3://` input may read: ours, plus those the operator lists. Reading any bucket the
@@ -378,6 +434,59 @@ class S3Storage:
         except Exception as exc:
             raise self._fail(f"upload {key}", exc) from None
         logger.info("stored %s (%d bytes) in bucket %s", key, len(data), self.bucket)
+        return StoredObject(key=key, url=self.url(key), size=len(data), content_type=content_type)
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
+        """One PutObject with `If-None-Match: *` (never multipart: CreateMultipartUpload takes no
+        condition everywhere). 412 means the key is taken; 409 (AWS: a conditional write racing this one)
+        is retried briefly. A retried request whose first attempt did land answers 412 too, so each
+        attempt carries a token in its metadata and a 412 on our own token is our success."""
+        check_key(key)
+        token = uuid.uuid4().hex
+        conflicts = 0
+        while True:
+            if not self.conditional_writes:
+                return None if self.exists(key) else self.put(key, data, content_type)
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    Metadata={_PUT_META: token},
+                    IfNoneMatch="*",
+                )
+            except Exception as exc:
+                code, status = _code(exc)
+                if code == "PreconditionFailed" or status == 412:
+                    return self._ours(key, token, data, content_type)
+                if code == "ConditionalRequestConflict" or status == 409:
+                    conflicts += 1
+                    if conflicts == 3:
+                        return None  # still racing another writer of the key: it is theirs
+                    time.sleep(0.1 * conflicts)
+                    continue
+                if code in _NO_CONDITIONS or status == 501:
+                    logger.warning(
+                        "storage: the store refused If-None-Match on PutObject (%s); creating objects such as "
+                        "new voices is atomic within one worker only",
+                        code or status,
+                    )
+                    self.conditional_writes = False
+                    continue
+                raise self._fail(f"upload {key}", exc) from None
+            logger.info("created %s (%d bytes) in bucket %s", key, len(data), self.bucket)
+            return StoredObject(key=key, url=self.url(key), size=len(data), content_type=content_type)
+
+    def _ours(self, key: str, token: str, data: bytes, content_type: str) -> StoredObject | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _not_found(exc):
+                return None  # taken, then deleted again: still not ours
+            raise self._fail(f"look up {key}", exc) from None
+        if head.get("Metadata", {}).get(_PUT_META) != token:
+            return None
         return StoredObject(key=key, url=self.url(key), size=len(data), content_type=content_type)
 
     def get(self, key: str) -> bytes | None:

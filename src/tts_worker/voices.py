@@ -19,6 +19,19 @@ removed first, the audio is written, then the sidecar; if the sidecar cannot be
 written the audio is deleted. A failed upload therefore never leaves a voice
 that looks usable with the wrong text.
 
+Concurrent uploads of one name: with `replace` false exactly one succeeds; the
+others are refused naming `voice_name`. Within a library (one worker) the
+existence check and the writes of a name run under one of `NAME_LOCKS` striped
+locks (a fixed table: nothing grows per name), which also serialises replacing
+uploads and deletes of that name. Between workers, the new voice's audio is
+created with `Storage.put_if_absent` (S3 `If-None-Match: *`): the audio is the
+claim, so the loser writes nothing, and a failed upload releases the name by
+deleting the audio it created. Replacing uploads of one name in two workers at
+once are not ordered; should their writes interleave, the stored sidecar's
+sha256 no longer matches the audio, and `get` refuses the voice
+(`voice_not_found`, upload it again) rather than pair audio with another
+upload's text.
+
 For library voices `cache_key(name)` computes the prepared-reference cache key
 (`reference_key`) from the sidecar alone, so a warm job skips the
 audio download and the decode/resample/normalise step.
@@ -43,6 +56,8 @@ import hashlib
 import json
 import logging
 import sys
+import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -69,6 +84,7 @@ MAX_REF_TEXT_CHARS = 1000
 SIDECAR_VERSION = 1
 SAMPLE_RATE = 24_000  # library clips are stored as mono PCM-16 at this rate
 DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
+NAME_LOCKS = 64  # striped per-name locks of one library
 
 Transcriber = Callable[[np.ndarray, int], str]
 """(mono float32 samples at 24 kHz, sample rate) -> transcript."""
@@ -161,6 +177,10 @@ class VoiceLibrary:
         self.max_seconds = max_seconds
         self.min_seconds = min_seconds
         self.max_input_seconds = max_input_seconds
+        self._locks = [threading.Lock() for _ in range(NAME_LOCKS)]
+
+    def _lock(self, name: str) -> threading.Lock:
+        return self._locks[zlib.crc32(name.encode("utf-8")) % NAME_LOCKS]
 
     @classmethod
     def from_settings(cls, storage: Storage, settings: Settings) -> VoiceLibrary:
@@ -175,24 +195,35 @@ class VoiceLibrary:
         if name is None or name == DEFAULT_VOICE:
             audio, text = default_voice()
             return Voice(DEFAULT_VOICE, audio, text)
-        stored = self._storage.get(audio_key(name))
-        if stored is None:
-            raise VoiceNotFound(f"voice: no voice named {name!r} in the library (upload it with upload_voice)")
-        return Voice(name, stored, self._ref_text(name))
+        for _ in range(2):  # a read racing a replace can see the old audio and the new sidecar: read again
+            stored = self._storage.get(audio_key(name))
+            if stored is None:
+                raise VoiceNotFound(f"voice: no voice named {name!r} in the library (upload it with upload_voice)")
+            text, sha256 = self._ref_text(name)
+            if sha256 is None or sha256 == hashlib.sha256(stored).hexdigest():
+                return Voice(name, stored, text)
+        logger.warning("voices: the audio of %s does not match its sidecar's sha256", name)
+        raise VoiceNotFound(
+            f"voice: the stored audio and text of {name!r} come from different uploads (two uploads of it "
+            "overlapped); upload it again"
+        )
 
-    def _ref_text(self, name: str) -> str:
-        sidecar = self._storage.get(f"{PREFIX}{name}.json")
+    def _ref_text(self, name: str) -> tuple[str, str | None]:
+        """The voice's transcript and the sha256 its sidecar records for the audio (None without one)."""
+        sidecar = self._storage.get(sidecar_key(name))
+        sha256 = None
         if sidecar is not None:
             try:
-                text = json.loads(sidecar).get("ref_text", "")
+                meta = json.loads(sidecar)
+                text, sha256 = str(meta.get("ref_text") or ""), meta.get("sha256")
             except (ValueError, AttributeError):
                 text = ""
         else:
-            raw = self._storage.get(f"{PREFIX}{name}.txt")
+            raw = self._storage.get(text_key(name))
             text = raw.decode("utf-8", errors="replace") if raw is not None else ""
         if not text.strip():
             raise VoiceNotFound(f"voice: {name!r} has no reference text in the library; upload it again with its text")
-        return text.strip()
+        return text.strip(), sha256 if isinstance(sha256, str) else None
 
     # -- metadata -------------------------------------------------------------------------------------
 
@@ -251,11 +282,8 @@ class VoiceLibrary:
         text = " ".join(ref_text.split()) if ref_text else ""
         if len(text) > MAX_REF_TEXT_CHARS:
             raise InvalidInput(f"ref_text: is {len(text)} characters long; the limit is {MAX_REF_TEXT_CHARS}")
-        existed = self._exists(name)
-        if existed and not replace:
-            raise InvalidInput(
-                f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it"
-            )
+        if not replace and self._exists(name):  # early, before the clip is decoded and transcribed
+            raise _taken(name)
 
         samples, rate = audio.decode(audio_bytes, field=field, max_seconds=self.max_input_seconds)
         seconds = len(samples) / rate
@@ -295,21 +323,26 @@ class VoiceLibrary:
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             trimmed_from=round(seconds, 3) if trimmed else None,
         )
-        self._write(info, wav, existed)
+        with self._lock(name):
+            self._write(info, wav, replace)
         logger.info("voices: stored %s (%.1f s%s)", name, kept, ", trimmed" if trimmed else "")
         return info
 
-    def _write(self, info: VoiceInfo, wav: bytes, existed: bool) -> None:
+    def _write(self, info: VoiceInfo, wav: bytes, replace: bool) -> None:
+        """Store the audio, then the sidecar. Without `replace`, the audio is created only if the name
+        is free (checked again under the name's lock; `put_if_absent` settles a race between workers)."""
         name = info.name
-        if existed:
+        if replace:
             # Unpublish the old voice first: old text must never pair with new audio.
             self._storage.delete_many([sidecar_key(name), text_key(name)])
+            self._storage.put(audio_key(name), wav, "audio/wav")
+        elif self._exists(name) or self._storage.put_if_absent(audio_key(name), wav, "audio/wav") is None:
+            raise _taken(name)
         sidecar = json.dumps({"version": SIDECAR_VERSION, **info.as_dict()}, ensure_ascii=False, indent=1)
-        self._storage.put(audio_key(name), wav, "audio/wav")
         try:
             self._storage.put(sidecar_key(name), sidecar.encode("utf-8"), "application/json")
         except BaseException:
-            try:
+            try:  # the audio is this upload's own (created or replaced by it): deleting it frees the name
                 self._storage.delete(audio_key(name))
             except StorageError:
                 logger.error("voices: %s has audio but no sidecar; it is not usable until uploaded again", name)
@@ -339,12 +372,17 @@ class VoiceLibrary:
 
     def delete(self, name: str) -> None:
         name = checked_name(name)
-        if not self._exists(name):
-            raise VoiceNotFound(f"voice_name: no voice named {name!r} in the library")
-        # The sidecar/.txt first: once gone the voice is unusable, whatever happens next.
-        for key in (sidecar_key(name), text_key(name), audio_key(name)):
-            self._storage.delete(key)
+        with self._lock(name):
+            if not self._exists(name):
+                raise VoiceNotFound(f"voice_name: no voice named {name!r} in the library")
+            # The sidecar/.txt first: once gone the voice is unusable, whatever happens next.
+            for key in (sidecar_key(name), text_key(name), audio_key(name)):
+                self._storage.delete(key)
         logger.info("voices: deleted %s", name)
+
+
+def _taken(name: str) -> InvalidInput:
+    return InvalidInput(f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it")
 
 
 def import_seed(
