@@ -28,7 +28,7 @@ from tts_worker import audio, subtitles, tts
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
 from tts_worker.chunking import TextChunk, split_text
-from tts_worker.errors import InvalidInput, ModelDirError, StorageError
+from tts_worker.errors import InvalidInput, ModelDirError, StorageError, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.manifest import load_verified
 from tts_worker.schemas import (
@@ -124,7 +124,7 @@ class Worker:
             max_input_seconds=settings.max_audio_seconds,
         )
         self.references: ReferenceCache[tts.Reference] = ReferenceCache(settings.reference_cache_entries)
-        self.limits = Limits(max_text_chars=settings.max_text_chars)
+        self.limits = Limits(settings.max_text_chars, settings.max_text_bytes, tuple(aligner.languages))
         # Keys a failed job wrote but could not delete (storage was down): retried before every job.
         self._orphans: list[str] = []
         self._orphans_lock = threading.Lock()
@@ -477,7 +477,7 @@ class Worker:
             raise InvalidInput("audio_key: not a valid storage key (like output/<id>.wav)") from None
         data = self.storage.get(key)
         if data is None:
-            raise InvalidInput(f"audio_key: no object {key!r} in storage")
+            raise InvalidInput(f"audio_key: no object {quote(key)} in storage")
         return audio.decode(data, field="audio_key")
 
     # -- the voice library ----------------------------------------------------------------------------
