@@ -36,14 +36,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tts_worker.errors import StorageError
+from tts_worker.errors import StorageError, quote
 
 if TYPE_CHECKING:
     from tts_worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")  # fullmatch: `$` would let a trailing newline through
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ def new_key(prefix: str, extension: str) -> str:
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid storage key {key!r}")
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {quote(key)}")
     return key
 
 
