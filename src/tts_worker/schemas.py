@@ -5,8 +5,9 @@ place where the original API's aliases are mapped to canonical names.
 `InvalidInput` / `UnknownOperation` with one message naming every bad field
 (the first ten of them), each as `<field path>: <problem>`.
 
-Every string anywhere in the input must be valid Unicode (`sanitize.unicode_problems`), so no
-request can make a result or an error that fails to serialise. `text` and `ref_text` are cleaned
+Every string anywhere in the input must be valid Unicode, and the document small in shape
+(`sanitize.input_problems`), so no request can make a result or an error that fails to
+serialise, or hand pydantic millions of items. `text` and `ref_text` are cleaned
 of control and format characters (`sanitize.clean_text`) before any limit is checked, and must
 hold something to speak. Names (`voice`, `voice_name`, `cursor`) and `language` are matched whole:
 no surrounding white space, no trailing newline. Error messages show user input only through
@@ -33,7 +34,7 @@ from pydantic import (
 )
 
 from tts_worker.errors import InvalidInput, UnknownOperation, quote
-from tts_worker.sanitize import clean_text, is_speakable, path_part, unicode_problems
+from tts_worker.sanitize import clean_text, input_problems, is_speakable, path_part
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -415,8 +416,9 @@ def parse_request(raw: object, limits: Limits) -> Request:
     if not isinstance(raw, dict):
         raise InvalidInput("input: should be a JSON object")
     # Before anything reads the input (the models' own before-validators run ahead of any base-class
-    # one, so this can't live on `Request`): every string and key of the whole document, nested ones too.
-    problems = unicode_problems(raw)
+    # one, so this can't live on `Request`): every string and key of the whole document, nested ones too,
+    # and its size.
+    problems = input_problems(raw)
     if problems:
         raise InvalidInput("; ".join(problems))
     data = dict(raw)

@@ -26,8 +26,8 @@ Escaping: in ASS text libass reads `{...}` as override tags and `\\N`, `\\n`, `\
 as escapes. Braces are written as libass's `\\{` and `\\}`; every backslash from the user's text is
 followed by U+2060 WORD JOINER (zero width, not rendered), so it can never start an escape
 or join with a following tag. SRT and VTT get the same word joiner after backslashes (pysubs2
-would otherwise turn `\\N` into a line break or drop a cue it takes for a drawing) and keep
-braces as they are; VTT also gets `&`, `<` and `>` as character references.
+would otherwise turn `\\N` into a line break or drop a cue it takes for a drawing); SRT also gets
+one after `{` and `<` (see below) and VTT gets `&`, `<` and `>` as character references.
 
 No structure from text: a word reaches a file only through `_clean` (control and format
 characters removed, as at the job boundary: `sanitize.clean_text`; then white space of every
