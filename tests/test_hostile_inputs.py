@@ -12,6 +12,7 @@ import base64
 import io
 import itertools
 import json
+import random
 import re
 import unicodedata
 from pathlib import Path
@@ -158,7 +159,7 @@ def nested(depth: int) -> dict[str, Any]:
     ("raw", "expected"),
     [
         ({"text": "a", "subtitles": {"formats": [["srt"]] * 1_000_000}}, "subtitles.formats: holds 1000000 items"),
-        ({"text": "a", **{f"k{i}": 1 for i in range(100_000)}}, "input: holds 100001 fields; at most 100"),
+        ({"text": "a", **{f"k{i}": 1 for i in range(100_000)}}, "input: holds 100001 fields, over the limit of 100"),
         ({"text": "a", "subtitles": {"font": [[[0] * 99] * 99] * 99}}, "input: holds more than 10000 values"),
         ({"text": "a", "subtitles": nested(500)}, "subtitles.a.a.a.a.a.a.a: is nested too deeply"),
     ],
@@ -316,7 +317,7 @@ def test_any_letter_or_digit_is_speakable(text):
 def test_the_text_limit_counts_utf8_bytes_as_well_as_characters():
     assert len(parse_request({"text": "a" * 5000}, LIMITS).text) == 5000  # type: ignore[attr-defined]
     assert parse_request({"text": "é" * 3000}, LIMITS)  # 6000 bytes: 1.2 x 5000
-    assert refusal({"text": "é" * 3001}).startswith("text: is 6002 bytes long in UTF-8; the limit is 6000")
+    assert refusal({"text": "é" * 3001}).startswith("text: is 6002 bytes long in UTF-8, over the limit of 6000")
     # 200 emoji would cost 4x the audio of 200 letters: in bytes they count 4 each.
     assert parse_request({"text": "a\U0001f600" * 1200}, LIMITS)
     assert refusal({"text": "a\U0001f600" * 1201}).startswith("text: is 6005 bytes long")
@@ -450,3 +451,35 @@ def test_a_language_without_aligner_is_refused_before_any_synthesis(worker):
     result = job(handler, {"text": "Hello there.", "language": "de", "word_timings": False, **FAST})
     assert "error" not in result and "word_timings" not in result
     assert [u["stage"] for u in updates][:1] == ["synthesis"]
+
+
+def test_random_documents_get_a_request_or_field_named_problems_only():
+    """Random documents of the API's own field names, aliases and hostile values: each parses, or every
+    problem in its message is `<field path>: <problem>`; nothing else is raised."""
+    keys = sorted({f.split(".")[0] for op in BASE for f in fields(op)} | {"endpoint", "bogus"})
+    nested_keys = [*sorted(SubtitlesRequest.model_fields), "create_subtitles", "subtitle_format", "bogus"]
+    strings = ["", "a", "en", "de", "srt", "ass", "\ud800", "x\n", "https://a.example/x.wav", "s3://b/../k",
+               "UklGRg==", "#FFFFFF", "vertical", "kf", "\x00\x1b", "!!!", "hello", "default"]  # fmt: skip
+    scalars = [0, 1, -1, 2**40, 0.5, 1e308, float("nan"), True, False, None, 1080, 64]
+    rng = random.Random(7)
+
+    def value(depth: int = 0) -> Any:
+        roll = rng.random()
+        if roll < 0.35:
+            return rng.choice(strings)
+        if roll < 0.5 or depth > 2:
+            return rng.choice(scalars)
+        if roll < 0.75:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(nested_keys + keys): value(depth + 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(3000):
+        raw = {rng.choice(keys): value() for _ in range(rng.randint(0, 6))}
+        if rng.random() < 0.7:
+            raw["operation"] = rng.choice(["synthesize", "align", "upload", "list_voices", "delete", "tts", "x"])
+        try:
+            parse_request(raw, LIMITS)
+        except InvalidInput as exc:
+            assert exc.message.isprintable()
+            for part in exc.message.split("; "):
+                assert re.match(r"^[\w'\\.-]+: \S", part), (raw, exc.message)

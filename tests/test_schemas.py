@@ -38,11 +38,11 @@ def test_original_api_request_maps_to_canonical_fields():
         ({}, "invalid_input: text: is required"),
         ({"text": ""}, "invalid_input: text: must not be empty or only white space"),
         ({"text": " \n\t "}, "invalid_input: text: must not be empty or only white space"),
-        ({"text": "x" * 101}, "invalid_input: text: is 101 characters long; the limit is 100"),
+        ({"text": "x" * 101}, "invalid_input: text: is 101 characters long, over the limit of 100"),
         (
             {"text": "é" * 61},
-            "invalid_input: text: is 122 bytes long in UTF-8; the limit is 120 (the generated duration follows the "
-            "bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)",
+            "invalid_input: text: is 122 bytes long in UTF-8, over the limit of 120 (the generated duration follows "
+            "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)",
         ),
         (
             {"text": "?! \u200b…"},

@@ -79,7 +79,7 @@ def input_problems(data: Any) -> list[str]:
             continue
         budget -= 1
         if budget < 0:
-            problems.append(f"input: holds more than {MAX_VALUES} values; a job needs far fewer")
+            problems.append(f"input: holds more than {MAX_VALUES} values (a job needs far fewer)")
             break
         key, value = item
         if is_object and not isinstance(key, str):
@@ -104,7 +104,7 @@ def _enter(
         return
     if len(value) > MAX_ITEMS:
         what = "fields" if isinstance(value, dict) else "items"
-        problems.append(f"{_name(where)}: holds {len(value)} {what}; at most {MAX_ITEMS} are accepted")
+        problems.append(f"{_name(where)}: holds {len(value)} {what}, over the limit of {MAX_ITEMS}")
     elif isinstance(value, dict):
         stack.append((where, iter(value.items()), True))
     else:

@@ -115,7 +115,7 @@ def _ref_text(value: str) -> str:
         raise ValueError("must not be empty or only white space")
     value = clean_text(value).strip()
     if not is_speakable(value):
-        raise ValueError("holds no letter or digit; it must be what the reference clip says")
+        raise ValueError("holds no letter or digit, so it can't be what the reference clip says")
     return value
 
 
@@ -245,8 +245,8 @@ class _TimedRequest(Request):
         if known is not None and (self.word_timings or self.subtitles) and self.language not in known:
             raise ValueError(
                 f"language: no alignment model for {quote(self.language)} in this worker (baked: "
-                f"{', '.join(known) or 'none'}), so word_timings and subtitles can't be made; "
-                "set word_timings to false and ask for no subtitles to get the audio alone"
+                f"{', '.join(known) or 'none'}), so word_timings and subtitles can't be made (set word_timings "
+                "to false and ask for no subtitles to get the audio alone)"
             )
         return self
 
@@ -345,11 +345,11 @@ def _checked_text(value: str, info: ValidationInfo) -> str:
         raise ValueError("holds nothing to speak: no letter or digit (only punctuation, symbols or invisible text)")
     limits: Limits | None = (info.context or {}).get("limits")
     if limits and len(value) > limits.max_text_chars:
-        raise ValueError(f"is {len(value)} characters long; the limit is {limits.max_text_chars}")
+        raise ValueError(f"is {len(value)} characters long, over the limit of {limits.max_text_chars}")
     size = len(value.encode("utf-8"))
     if limits and size > limits.text_bytes:
         raise ValueError(
-            f"is {size} bytes long in UTF-8; the limit is {limits.text_bytes} (the generated duration follows "
+            f"is {size} bytes long in UTF-8, over the limit of {limits.text_bytes} (the generated duration follows "
             "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)"
         )
     return value
@@ -403,11 +403,11 @@ def _operation(raw: dict[str, Any]) -> str:
             raise InvalidInput(f"{key}: should be a string naming an operation")
     canonical = {OPERATION_ALIASES.get(v.strip().lower()) for v in names.values()}
     if len(canonical) > 1:
-        raise InvalidInput("operation and endpoint name different operations; give one")
+        raise InvalidInput("endpoint: operation and endpoint name different operations (give one)")
     if names and None in canonical:
         key, value = next(iter(names.items()))
         raise UnknownOperation(
-            f"{key}: {quote(value, 40)} is not an operation; use one of {', '.join(sorted(REQUESTS))}"
+            f"{key}: {quote(value, 40)} is not an operation (use one of {', '.join(sorted(REQUESTS))})"
         )
     return canonical.pop() if canonical else "synthesize"  # type: ignore[return-value]
 
@@ -429,5 +429,5 @@ def parse_request(raw: object, limits: Limits) -> Request:
         errors = exc.errors(include_url=False, include_input=False)
         problems = [_describe(e) for e in errors[:_MAX_ERRORS]]
         if len(errors) > _MAX_ERRORS:
-            problems.append(f"and {len(errors) - _MAX_ERRORS} more problems")
+            problems.append(f"input: {len(errors) - _MAX_ERRORS} more problems not shown")
         raise InvalidInput("; ".join(problems)) from None
