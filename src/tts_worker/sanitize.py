@@ -16,6 +16,8 @@ Contract
   invisible, the model has no sound for them, and bidi overrides can make a subtitle show other
   text than it holds. ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER stay: they change how Persian,
   Indic scripts and emoji sequences are spelled and shown.
+- `speakable_text(text, nothing)` cleans and trims a text and refuses it (`ValueError`) when it is
+  blank or not speakable; `check_size(text, max_chars, max_bytes)` refuses one over either limit.
 - `is_speakable(text)`: True when the text holds at least one letter or digit (Unicode categories
   L* and N*), not counting the Hangul filler letters, which render as blank space. Punctuation,
   symbols, emoji, spaces and invisible characters alone give the model nothing to say.
@@ -146,3 +148,27 @@ def clean_text(text: str) -> str:
 def is_speakable(text: str) -> bool:
     """At least one letter or digit (not a blank Hangul filler)."""
     return any(unicodedata.category(ch)[0] in "LN" and ch not in _BLANK_LETTERS for ch in text)
+
+
+def speakable_text(text: str, nothing: str) -> str:
+    """`text` cleaned and trimmed, as the model will get it; ValueError when it is blank, or says `nothing`
+    when it holds nothing to speak."""
+    if not text.strip():
+        raise ValueError("must not be empty or only white space")
+    text = clean_text(text).strip()
+    if not is_speakable(text):
+        raise ValueError(nothing)
+    return text
+
+
+def check_size(text: str, max_chars: int, max_bytes: int) -> None:
+    """ValueError when `text` is over either limit. Bytes are what a text costs: F5-TTS sizes the audio it
+    generates by the text's UTF-8 bytes."""
+    if len(text) > max_chars:
+        raise ValueError(f"is {len(text)} characters long, over the limit of {max_chars}")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise ValueError(
+            f"is {size} bytes long in UTF-8, over the limit of {max_bytes} (the generated duration follows "
+            "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)"
+        )

@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from tts_worker.errors import InvalidInput, UnknownOperation, quote
-from tts_worker.sanitize import clean_text, input_problems, is_speakable, path_part
+from tts_worker.sanitize import check_size, input_problems, path_part, speakable_text
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -111,12 +111,7 @@ def _language(value: Any) -> Any:
 
 
 def _ref_text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or only white space")
-    value = clean_text(value).strip()
-    if not is_speakable(value):
-        raise ValueError("holds no letter or digit, so it can't be what the reference clip says")
-    return value
+    return speakable_text(value, "holds no letter or digit, so it can't be what the reference clip says")
 
 
 Language = Annotated[str, BeforeValidator(_language)]
@@ -338,20 +333,12 @@ class DeleteVoiceRequest(Request):
 
 
 def _checked_text(value: str, info: ValidationInfo) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or only white space")
-    value = clean_text(value).strip()
-    if not is_speakable(value):
-        raise ValueError("holds nothing to speak: no letter or digit (only punctuation, symbols or invisible text)")
+    value = speakable_text(
+        value, "holds nothing to speak: no letter or digit (only punctuation, symbols or invisible text)"
+    )
     limits: Limits | None = (info.context or {}).get("limits")
-    if limits and len(value) > limits.max_text_chars:
-        raise ValueError(f"is {len(value)} characters long, over the limit of {limits.max_text_chars}")
-    size = len(value.encode("utf-8"))
-    if limits and size > limits.text_bytes:
-        raise ValueError(
-            f"is {size} bytes long in UTF-8, over the limit of {limits.text_bytes} (the generated duration follows "
-            "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)"
-        )
+    if limits:
+        check_size(value, limits.max_text_chars, limits.text_bytes)
     return value
 
 
