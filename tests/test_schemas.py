@@ -38,7 +38,19 @@ def test_original_api_request_maps_to_canonical_fields():
         ({}, "invalid_input: text: is required"),
         ({"text": ""}, "invalid_input: text: must not be empty or only white space"),
         ({"text": " \n\t "}, "invalid_input: text: must not be empty or only white space"),
-        ({"text": "x" * 101}, "invalid_input: text: is 101 characters long; the limit is 100"),
+        ({"text": "x" * 101}, "invalid_input: text: is 101 characters long, over the limit of 100"),
+        (
+            {"text": "é" * 61},
+            "invalid_input: text: is 122 bytes long in UTF-8, over the limit of 120 (the generated duration follows "
+            "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)",
+        ),
+        (
+            {"text": "?! \u200b…"},
+            "invalid_input: text: holds nothing to speak: no letter or digit (only punctuation, symbols or invisible "
+            "text)",
+        ),
+        ({"text": "hi\ud800"}, "invalid_input: text: is not valid Unicode text (it holds a lone surrogate code point)"),
+        ({"text": "a", "language": "en\n"}, "invalid_input: language: should be a language code such as 'en' or 'de'"),
         ({"text": "a", "speed": 2.5}, "invalid_input: speed: should be less than or equal to 2"),
         ({"text": "a", "speed": 0.1}, "invalid_input: speed: should be greater than or equal to 0.5"),
         ({"text": "a", "speed": math.nan}, "invalid_input: speed: should be a finite number"),
@@ -78,7 +90,9 @@ def test_conflicting_operation_and_endpoint():
         parse({"operation": "synthesize", "endpoint": "upload", "text": "a"})
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "a/b", "", ".hidden", "x" * 65, "a..b", "voice name", "a\\b"])
+@pytest.mark.parametrize(
+    "bad", ["../etc/passwd", "a/b", "", ".hidden", "x" * 65, "a..b", "voice name", "a\\b", "x\n", " x", "x.wav\n"]
+)
 def test_voice_names_refuse_paths_and_traversal(bad):
     with pytest.raises(ValueError):
         voice_name(bad)

@@ -16,9 +16,57 @@ paths or secrets.
 
 `ModelDirError` is not a job error: it stops the worker at start when
 `MODEL_DIR` is missing or incomplete.
+
+User input in a message is shown only through `quote(value)`: at most ~100 characters, every
+control, format, separator or surrogate character escaped (`\\x1b`, `\\u202e`, `\\ud800`). As a
+last line of defence every message is passed through `printable(...)` when the error is made, so
+no message can break a log line, a terminal or the JSON result, whatever a raise site embeds.
 """
 
 from __future__ import annotations
+
+QUOTE_LIMIT = 100
+"""Most characters of user input `quote` shows (escapes included), before `...`."""
+MESSAGE_LIMIT = 2000
+"""Most characters of one error message; longer ones are cut with `...`."""
+
+
+def _escaped(ch: str) -> str:
+    if ch.isprintable() or ch == " ":
+        return ch
+    return ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _cut(text: str, limit: int) -> tuple[str, bool]:
+    """`text` escaped and cut to at most `limit` characters; True when something was cut."""
+    out: list[str] = []
+    size = 0
+    for ch in text:
+        piece = _escaped(ch)
+        if size + len(piece) > limit:
+            return "".join(out), True
+        out.append(piece)
+        size += len(piece)
+    return "".join(out), False
+
+
+def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` with every non-printable character escaped (repr's rule: controls, format characters such
+    as bidi overrides, line and paragraph separators, lone surrogates), cut to `limit` characters."""
+    body, cut = _cut(text, limit)
+    return body + "..." if cut else body
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """User input as an error message may show it: quoted, escaped, at most about `limit` characters.
+
+    `quote("dance")` is `'dance'` (what `repr` gives); `quote("\\x1b[31m" * 50)` is
+    `'\\x1b[31m\\x1b[31m...'... (250 characters)`. A non-string is shown as its `repr`, escaped and cut the same way.
+    """
+    if not isinstance(value, str):
+        return printable(repr(value), limit)
+    body, cut = _cut(value.replace("\\", "\\\\").replace("'", "\\'"), limit)
+    return f"'{body}'... ({len(value)} characters)" if cut else f"'{body}'"
 
 
 class WorkerError(Exception):
@@ -28,6 +76,7 @@ class WorkerError(Exception):
     refresh_worker = False
 
     def __init__(self, message: str) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
 

@@ -6,7 +6,8 @@ A value is one of:
 
 - `https://host/path`: downloaded (plain `http://` only with `FETCH_ALLOW_HTTP`);
 - `s3://bucket/key`: read through the S3 storage client, from `S3_BUCKET` or a
-  bucket listed in `S3_FETCH_BUCKETS` only;
+  bucket listed in `S3_FETCH_BUCKETS` only; the key (percent-decoded) must be a plain
+  path: no empty, `.` or `..` segments, no control characters (`invalid_input`);
 - base64, bare or as a `data:audio/...;base64,` URI.
 
 Download rules (server-side request forgery is the threat: a request must not
@@ -70,7 +71,7 @@ import httpx
 import numpy as np
 
 from tts_worker import audio
-from tts_worker.errors import InvalidAudio, InvalidInput, StorageError
+from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, quote
 from tts_worker.storage import Storage
 
 if TYPE_CHECKING:
@@ -143,6 +144,11 @@ def shown(text: str, limit: int = 40) -> str:
     printable ASCII escaped."""
     safe = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
     return safe + ("..." if len(text) > limit else "")
+
+
+def _is_control(ch: str) -> bool:
+    """C0, DEL and C1 control characters."""
+    return ord(ch) < 32 or 127 <= ord(ch) < 160
 
 
 def _system_resolver(host: str, port: int) -> list[str]:
@@ -231,18 +237,24 @@ class Fetcher:
     def fetch_s3(self, value: str, *, field: str) -> bytes:
         bucket, _, key = value[5:].partition("/")
         key = unquote(key)
-        if not bucket or not key or len(key) > 1024 or any(ord(c) < 32 for c in key):
+        if not bucket or not key or len(key) > 1024:
             raise InvalidInput(f"{field}: an s3:// URL must be s3://bucket/key")
+        if any(part in ("", ".", "..") for part in key.split("/")) or any(_is_control(c) for c in key):
+            # A store or proxy may resolve `..` or an empty segment to another object than the one named.
+            raise InvalidInput(
+                f"{field}: the key of an s3:// URL must be a plain path: no empty, '.' or '..' segments "
+                "and no control characters"
+            )
         if self.storage is None or not self.storage.buckets:
             raise InvalidInput(f"{field}: s3:// URLs need S3 storage, and this worker has no bucket configured")
         if bucket not in self.storage.buckets:
-            raise InvalidInput(f"{field}: bucket {bucket!r} is not readable by this worker (see S3_FETCH_BUCKETS)")
+            raise InvalidInput(f"{field}: bucket {quote(bucket)} is not readable by this worker (see S3_FETCH_BUCKETS)")
         try:
             data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)
         except StorageError as exc:  # still a storage fault, but the caller learns which input it was
             raise StorageError(f"{field}: {exc.message}") from None
         if data is None:
-            raise InvalidInput(f"{field}: there is no object {key!r} in bucket {bucket!r}")
+            raise InvalidInput(f"{field}: there is no object {quote(key)} in bucket {quote(bucket)}")
         if len(data) > self.max_bytes:
             raise InvalidInput(f"{field}: the object is larger than the {self.max_bytes // 1024} KiB limit")
         return data

@@ -11,7 +11,7 @@ import numpy as np
 
 from tts_worker import audio, video
 from tts_worker.alignment import Aligner
-from tts_worker.errors import InvalidInput
+from tts_worker.errors import InvalidInput, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.quality import AsrJudge, check_audio
@@ -80,7 +80,7 @@ class Aligning:
             raise InvalidInput("audio_key: not a valid storage key (like output/<id>.wav)") from None
         data = self.storage.get(key)
         if data is None:
-            raise InvalidInput(f"audio_key: no object {key!r} in storage")
+            raise InvalidInput(f"audio_key: no object {quote(key)} in storage")
         return audio.decode(data, field="audio_key")
 
 

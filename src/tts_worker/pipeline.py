@@ -66,7 +66,7 @@ class Worker:
         self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, fetcher, storage.name, quality)
         self.aligning = Aligning(aligner, fetcher, storage, engine.sample_rate)
         self.voice_operations = VoiceOperations(self.voices, fetcher, aligner)
-        self.limits = Limits(max_text_chars=settings.max_text_chars)
+        self.limits = Limits(settings.max_text_chars, settings.max_text_bytes, tuple(aligner.languages))
         # Keys a failed job wrote but could not delete (storage was down): retried before every job.
         self._orphans: list[str] = []
         self._orphans_lock = threading.Lock()

@@ -2,7 +2,16 @@
 place where the original API's aliases are mapped to canonical names.
 
 `parse_request(raw, limits)` returns a validated request or raises
-`InvalidInput` / `UnknownOperation` with one message naming every bad field.
+`InvalidInput` / `UnknownOperation` with one message naming every bad field
+(the first ten of them), each as `<field path>: <problem>`.
+
+Every string anywhere in the input must be valid Unicode, and the document small in shape
+(`sanitize.input_problems`), so no request can make a result or an error that fails to
+serialise, or hand pydantic millions of items. `text` and `ref_text` are cleaned
+of control and format characters (`sanitize.clean_text`) before any limit is checked, and must
+hold something to speak. Names (`voice`, `voice_name`, `cursor`) and `language` are matched whole:
+no surrounding white space, no trailing newline. Error messages show user input only through
+`errors.quote`.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -24,9 +34,10 @@ from pydantic import (
 )
 
 from tts_worker.audio import AudioFormat
-from tts_worker.errors import InvalidInput, UnknownOperation
+from tts_worker.errors import InvalidInput, UnknownOperation, quote
+from tts_worker.sanitize import check_size, input_problems, path_part, speakable_text
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
-from tts_worker.subtitles import SubtitleFormat, SubtitleOptions
+from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat, SubtitleOptions
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -41,21 +52,34 @@ OPERATION_ALIASES: dict[str, str] = {
     "delete": "delete_voice",
 }
 
-_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Matched with fullmatch: `$` would let a trailing newline through.
+_VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _URL_PREFIXES = ("https://", "http://", "s3://")
+
+
+MAX_URL_CHARS = 8192
+MAX_KEY_CHARS = 1024  # S3's own limit for a key
 
 
 @dataclass(frozen=True)
 class Limits:
+    """What this worker accepts beyond the schema itself."""
+
     max_text_chars: int
+    max_text_bytes: int | None = None
+    """Longest `text` in UTF-8 bytes (what F5-TTS's generated duration follows); None: 1.2 x `max_text_chars`."""
+    languages: tuple[str, ...] | None = None
+    """Languages with a baked aligner; word timings or subtitles in any other are refused. None: not checked."""
+
+    @property
+    def text_bytes(self) -> int:
+        return self.max_text_bytes if self.max_text_bytes is not None else self.max_text_chars * 6 // 5
 
 
 def voice_name(value: str) -> str:
     """A library voice name: `my-voice` or the original API's `my-voice.wav`; no paths, no traversal."""
-    name = value.strip()
-    if name.lower().endswith(".wav"):
-        name = name[:-4]
-    if not _VOICE_NAME.match(name) or ".." in name:
+    name = value[:-4] if value.lower().endswith(".wav") else value
+    if not _VOICE_NAME.fullmatch(name) or ".." in name:
         raise ValueError(
             "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit "
             "(an optional '.wav' suffix is ignored)"
@@ -76,19 +100,24 @@ class Request(BaseModel):
     operation: str
 
 
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 def _language(value: Any) -> Any:
     if isinstance(value, str):
-        value = value.strip().lower()
-        if not _LANGUAGE.match(value):
+        value = value.lower()
+        if not _LANGUAGE.fullmatch(value):
             raise ValueError("should be a language code such as 'en' or 'de'")
     return value
 
 
+def _ref_text(value: str) -> str:
+    return speakable_text(value, "holds no letter or digit, so it can't be what the reference clip says")
+
+
 Language = Annotated[str, BeforeValidator(_language)]
-RefText = Annotated[str, Field(min_length=1, max_length=1000)]
+RefText = Annotated[str, AfterValidator(_ref_text), Field(max_length=1000)]
+Url = Annotated[str, Field(max_length=MAX_URL_CHARS)]
 
 
 class SubtitlesRequest(BaseModel):
@@ -106,8 +135,8 @@ class SubtitlesRequest(BaseModel):
     outline: float | None = None
     shadow: float | None = None
     position: str | None = None
+    resolution: str | None = None  # before margin_v and after font_size: margin_v's range depends on both
     margin_v: int | None = None
-    resolution: str | None = None
     karaoke: str | None = None
     max_chars_per_line: int | None = None
     max_words_per_line: int | None = None
@@ -121,7 +150,9 @@ class SubtitlesRequest(BaseModel):
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list):
-            value = list(dict.fromkeys(v.lower().strip() if isinstance(v, str) else v for v in value))
+            # Duplicates dropped; an item that is not a string is left for the type check to name.
+            strings = list(dict.fromkeys(v.lower().strip() for v in value if isinstance(v, str)))
+            value = strings + [v for v in value if not isinstance(v, str)]
         return value
 
     @field_validator("*")
@@ -129,8 +160,14 @@ class SubtitlesRequest(BaseModel):
     def _style_field(cls, value: Any, info: ValidationInfo) -> Any:
         # Each style value is checked by the subtitle builder's own rules, so they live in one place.
         name = info.field_name or ""
-        if name != "formats" and value is not None:
-            _subtitle_options({name: value}, name)
+        if name == "formats" or value is None:
+            return value
+        style = {name: value}
+        if name == "margin_v":  # within the chosen canvas, less the font size
+            if not {"resolution", "font_size"} <= set(info.data):
+                return value  # one of them is invalid and reported; no second error from it
+            style |= {k: info.data[k] for k in ("resolution", "font_size") if info.data[k] is not None}
+        _subtitle_options(style, name)
         return value
 
     @model_validator(mode="after")
@@ -177,18 +214,22 @@ def _original_subtitle_options(data: Any) -> Any:
         return data
     data = dict(data)
     options = data.pop("options")
+    if "subtitles" in data:
+        raise ValueError("options: give subtitles once, as subtitles or as the original API's options, not both")
     if not isinstance(options, dict):
         raise ValueError("options: should be an object")
-    unknown = sorted(set(options) - {"create_subtitles", "subtitle_format"})
+    unknown = [key for key in options if key not in ("create_subtitles", "subtitle_format")]
     if unknown:
-        raise ValueError(f"options.{unknown[0]}: unknown field")
+        raise ValueError(f"options.{path_part(unknown[0])}: unknown field")
     create = options.get("create_subtitles", False)
     if not isinstance(create, bool):
         raise ValueError("options.create_subtitles: should be a valid boolean")
-    if create and "subtitles" not in data:
+    if create:
         fmt = options.get("subtitle_format", "ass")
         if not isinstance(fmt, str):
             raise ValueError("options.subtitle_format: should be a string")
+        if fmt.lower().strip() not in SUBTITLE_FORMATS:
+            raise ValueError(f"options.subtitle_format: should be one of {', '.join(SUBTITLE_FORMATS)}")
         data["subtitles"] = {"formats": [fmt]}
     return data
 
@@ -242,11 +283,24 @@ class _TimedRequest(Request):
     def _text(cls, value: str, info: ValidationInfo) -> str:
         return _checked_text(value, info)
 
+    @model_validator(mode="after")
+    def _aligned_language(self, info: ValidationInfo) -> _TimedRequest:
+        """Timings need the language's aligner: refused now, before anything is synthesised or fetched."""
+        limits: Limits | None = (info.context or {}).get("limits")
+        known = limits.languages if limits else None
+        if known is not None and (self.word_timings or self.subtitles) and self.language not in known:
+            raise ValueError(
+                f"language: no alignment model for {quote(self.language)} in this worker (baked: "
+                f"{', '.join(known) or 'none'}), so word_timings and subtitles can't be made (set word_timings "
+                "to false and ask for no subtitles to get the audio alone)"
+            )
+        return self
+
 
 class SynthesizeRequest(_TimedRequest):
     operation: Literal["synthesize"] = "synthesize"
     voice: VoiceName | None = Field(None, validation_alias=AliasChoices("voice", "local_voice"))
-    voice_url: str | None = None
+    voice_url: Url | None = None
     voice_base64: str | None = None
     ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
@@ -287,23 +341,26 @@ class AlignRequest(_TimedRequest):
     """Word timings (and subtitles) for audio that exists already, with its text."""
 
     operation: Literal["align"] = "align"
-    audio_url: str | None = None
+    audio_url: Url | None = None
     audio_base64: str | None = None
-    audio_key: str | None = Field(None, description="A key in this worker's storage, e.g. a synthesis output")
+    audio_key: str | None = Field(
+        None, max_length=MAX_KEY_CHARS, description="A key in this worker's storage, e.g. a synthesis output"
+    )
     quality: AlignQualityRequest | None = None  # {"mode": "check"}: judge the audio against its text
 
     @model_validator(mode="after")
     def _one_audio(self) -> AlignRequest:
         given = [k for k in ("audio_url", "audio_base64", "audio_key") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give the audio exactly once: audio_url, audio_base64 or audio_key")
+            field = given[1] if given else "audio_url"
+            raise ValueError(f"{field}: give the audio exactly once: audio_url, audio_base64 or audio_key")
         return self
 
 
 class UploadVoiceRequest(Request):
     operation: Literal["upload_voice"] = "upload_voice"
     voice_name: VoiceName = Field(validation_alias=AliasChoices("voice_name", "name"))
-    voice_url: str | None = Field(None, validation_alias=AliasChoices("voice_url", "voice_file_url"))
+    voice_url: Url | None = Field(None, validation_alias=AliasChoices("voice_url", "voice_file_url"))
     voice_base64: str | None = Field(None, validation_alias=AliasChoices("voice_base64", "voice_file"))
     ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
     language: Language | None = None
@@ -312,7 +369,8 @@ class UploadVoiceRequest(Request):
     @model_validator(mode="after")
     def _one_audio(self) -> UploadVoiceRequest:
         if (self.voice_url is None) == (self.voice_base64 is None):
-            raise ValueError("give the voice audio exactly once: voice_url (voice_file_url) or voice_base64")
+            field = "voice_base64" if self.voice_url is not None else "voice_url"
+            raise ValueError(f"{field}: give the voice audio exactly once: voice_url (voice_file_url) or voice_base64")
         return self
 
 
@@ -328,12 +386,12 @@ class DeleteVoiceRequest(Request):
 
 
 def _checked_text(value: str, info: ValidationInfo) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be empty or only white space")
+    value = speakable_text(
+        value, "holds nothing to speak: no letter or digit (only punctuation, symbols or invisible text)"
+    )
     limits: Limits | None = (info.context or {}).get("limits")
-    if limits and len(value) > limits.max_text_chars:
-        raise ValueError(f"is {len(value)} characters long; the limit is {limits.max_text_chars}")
+    if limits:
+        check_size(value, limits.max_text_chars, limits.text_bytes)
     return value
 
 
@@ -346,10 +404,25 @@ REQUESTS: dict[str, type[Request]] = {
 }
 
 
+# Pydantic messages that name its own classes, in the words of the API.
+_TYPE_MESSAGES = {
+    "model_type": "should be an object",
+    "model_attributes_type": "should be an object",
+    "dataclass_type": "should be an object",
+    "dict_type": "should be an object",
+    "list_type": "should be a list",
+    "string_type": "should be a valid string",
+    "is_instance_of": "has the wrong type",
+}
+_MAX_ERRORS = 10
+
+
 def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+    # Field names the user made up (unknown fields) are quoted and escaped, like any other input.
+    loc = ".".join(path_part(p) for p in err["loc"])
     kind = err["type"]
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    # Our own messages (value errors) quote input through errors.quote; pydantic's do not echo input.
+    msg = _TYPE_MESSAGES.get(kind) or str(err["msg"]).removeprefix("Value error, ")
     if not loc:
         # A whole-model rule: the message names its own field(s).
         return msg if ":" in msg.split(" ")[0] else f"input: {msg}"
@@ -357,8 +430,9 @@ def _describe(err: Any) -> str:
         return f"{loc}: unknown field"
     if kind == "missing":
         return f"{loc}: is required"
-    if msg.startswith("Input should"):
-        msg = "should" + msg[len("Input should") :]
+    for prefix in ("Input should", "String should", "List should", "Value should"):
+        if msg.startswith(prefix):
+            msg = "should" + msg[len(prefix) :]
     return f"{loc}: {msg}"
 
 
@@ -369,20 +443,31 @@ def _operation(raw: dict[str, Any]) -> str:
             raise InvalidInput(f"{key}: should be a string naming an operation")
     canonical = {OPERATION_ALIASES.get(v.strip().lower()) for v in names.values()}
     if len(canonical) > 1:
-        raise InvalidInput("operation and endpoint name different operations; give one")
+        raise InvalidInput("endpoint: operation and endpoint name different operations (give one)")
     if names and None in canonical:
         key, value = next(iter(names.items()))
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        raise UnknownOperation(f"{key}: {shown!r} is not an operation; use one of {', '.join(sorted(REQUESTS))}")
+        raise UnknownOperation(
+            f"{key}: {quote(value, 40)} is not an operation (use one of {', '.join(sorted(REQUESTS))})"
+        )
     return canonical.pop() if canonical else "synthesize"  # type: ignore[return-value]
 
 
 def parse_request(raw: object, limits: Limits) -> Request:
     if not isinstance(raw, dict):
         raise InvalidInput("input: should be a JSON object")
+    # Before anything reads the input (the models' own before-validators run ahead of any base-class
+    # one, so this can't live on `Request`): every string and key of the whole document, nested ones too,
+    # and its size.
+    problems = input_problems(raw)
+    if problems:
+        raise InvalidInput("; ".join(problems))
     data = dict(raw)
     operation = _operation(data)
     try:
         return REQUESTS[operation].model_validate(data, context={"limits": limits})
     except ValidationError as exc:
-        raise InvalidInput("; ".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors(include_url=False, include_input=False)
+        problems = [_describe(e) for e in errors[:_MAX_ERRORS]]
+        if len(errors) > _MAX_ERRORS:
+            problems.append(f"input: {len(errors) - _MAX_ERRORS} more problems not shown")
+        raise InvalidInput("; ".join(problems)) from None

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     max_text_chars: int = Field(5000, ge=1, le=100_000)
+    max_text_bytes: int | None = Field(
+        None,
+        ge=1,
+        le=400_000,
+        description="Longest `text` in UTF-8 bytes, which F5-TTS's generated duration follows (an emoji counts 4); "
+        "unset: 1.2 x MAX_TEXT_CHARS, so Latin-script text up to MAX_TEXT_CHARS passes.",
+    )
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
     warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
     max_concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker takes at once (RunPod's loop).")

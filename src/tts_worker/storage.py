@@ -49,14 +49,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from tts_worker.errors import StorageError
+from tts_worker.errors import StorageError, quote
 
 if TYPE_CHECKING:
     from tts_worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")  # fullmatch: `$` would let a trailing newline through
 # os.link's answers on filesystems without hard links (some FUSE and network mounts)
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
 
@@ -132,8 +132,8 @@ def new_key(prefix: JobPrefix, extension: str) -> str:
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid storage key {key!r}")
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {quote(key)}")
     return key
 
 

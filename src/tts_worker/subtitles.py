@@ -32,8 +32,21 @@ Escaping: in ASS text libass reads `{...}` as override tags and `\\N`, `\\n`, `\
 as escapes. Braces are written as libass's `\\{` and `\\}`; every backslash from the user's text is
 followed by U+2060 WORD JOINER (zero width, not rendered), so it can never start an escape
 or join with a following tag. SRT and VTT get the same word joiner after backslashes (pysubs2
-would otherwise turn `\\N` into a line break or drop a cue it takes for a drawing) and keep
-braces as they are; VTT also gets `&`, `<` and `>` as character references.
+would otherwise turn `\\N` into a line break or drop a cue it takes for a drawing); SRT also gets
+one after `{` and `<` (see below) and VTT gets `&`, `<` and `>` as character references.
+
+No structure from text: a word reaches a file only through `_clean` (control and format
+characters removed, as at the job boundary: `sanitize.clean_text`; then white space of every
+kind collapsed to single spaces), so a cue's text never holds a line break of its own, a blank
+line or a NUL. In SRT and VTT every text line is then neutralised (`_neutral_line`) against the
+readers that guess structure from text: `-->` gets a word joiner inside (`--\u2060>`), so no
+line is a timing line; a `:` before a digit gets one after it, so `00:00:01,000` is no timestamp
+even to pysubs2, which takes any line with two timestamps for a timing line; a line of digits
+only gets one at its end, so no line is a cue number (pysubs2 drops a cue's last line of digits
+as the next cue's number); a line starting with `NOTE`, `STYLE`, `REGION` or `WEBVTT` starts
+with one, so no line opens a VTT block. SRT also gets one after `<` and `{`: ffmpeg (and many
+players) read `<i>`, `<font ...>` and `{\\an8}` in SRT as markup and hide the text. What shows
+is what was written: the word joiner has no width and no glyph.
 """
 
 from __future__ import annotations
@@ -50,8 +63,10 @@ from typing import Literal, get_args
 
 import pysubs2
 
+from tts_worker.errors import quote
 from tts_worker.fonts import DEFAULT_FONT
 from tts_worker.layout import Event, layout
+from tts_worker.sanitize import clean_text
 from tts_worker.styles import POSITIONS, PRESETS, Preset, ass_styles, line_rules
 from tts_worker.words import WordTiming, rounded
 
@@ -76,8 +91,9 @@ _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 # Tolerance for float noise when checking the input contract (seconds).
 _EPS = 1e-6
 
+_WJ = "\u2060"  # WORD JOINER: zero width, no glyph; breaks a token without changing what shows
 _ASS_ESCAPES = str.maketrans({"\\": "\\\u2060", "{": "\\{", "}": "\\}"})
-_SRT_ESCAPES = str.maketrans({"\\": "\\\u2060"})
+_SRT_ESCAPES = str.maketrans({"\\": "\\\u2060", "<": "<\u2060", "{": "{\u2060"})
 _VTT_ESCAPES = str.maketrans({"\\": "\\\u2060", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
@@ -92,7 +108,8 @@ class SubtitleOptions:
     """
 
     font: str = DEFAULT_FONT
-    """Font family name (ASS only); lines are measured with the file fontconfig finds for it."""
+    """Font family name (ASS only), 1-100 characters, no commas or control characters; lines are measured with
+    the file fontconfig finds for it."""
     font_size: int | None = None
     """ASS font size (the line pitch, in pixels of the preset resolution), 1-500; None: the preset's."""
     primary_colour: str = "#FFFFFF"
@@ -108,7 +125,8 @@ class SubtitleOptions:
     position: str = "bottom"
     """Where lines sit: "bottom", "middle" or "top", horizontally centred (ASS only)."""
     margin_v: int | None = None
-    """Distance in pixels from the top/bottom edge (ASS only); None: the preset's safe inset there."""
+    """Distance in pixels from the top/bottom edge (ASS only), 0 to the canvas height less the font size, so a
+    line always fits on the canvas; None: the preset's safe inset there."""
     resolution: str = "landscape"
     """"landscape" (1920x1080), "vertical" (1080x1920) or "square" (1080x1080): the ASS canvas."""
     karaoke: str = "k"
@@ -128,10 +146,13 @@ class SubtitleOptions:
         for name in ("primary_colour", "highlight_colour", "outline_colour"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _COLOUR.fullmatch(value):
-                raise ValueError(f"{name} must be a colour written as #RRGGBB, got {value!r}")
-        # ASS style lines are comma-separated: a comma or newline in the name would break the file.
-        if not isinstance(self.font, str) or not self.font.strip() or re.search(r"[,\r\n]", self.font):
-            raise ValueError(f"font must be a non-empty font name without commas or newlines, got {self.font!r}")
+                raise ValueError(f"{name} must be a colour written as #RRGGBB, got {quote(value)}")
+        # ASS style lines are comma-separated: a comma or line break in the name would break the file.
+        font = self.font
+        if not isinstance(font, str) or not font.strip() or len(font) > 100 or "," in font or not _plain(font):
+            raise ValueError(
+                f"font must be a font name of 1-100 characters without commas or control characters, got {quote(font)}"
+            )
         _check_choice("position", self.position, tuple(POSITIONS))
         _check_choice("resolution", self.resolution, tuple(RESOLUTIONS))
         _check_choice("karaoke", self.karaoke, KARAOKE_TAGS)
@@ -144,13 +165,21 @@ class SubtitleOptions:
         if self.max_words_per_line is not None:
             _check_int("max_words_per_line", self.max_words_per_line, 1, 1000)
         if self.margin_v is not None:
-            _check_int("margin_v", self.margin_v, 0, max(RESOLUTIONS[self.resolution]))
+            # One line of text must fit between the margin and the far edge of the canvas.
+            height = RESOLUTIONS[self.resolution][1]
+            size = PRESETS[self.resolution].font_size if self.font_size is None else self.font_size
+            high = max(0, height - size)
+            if not isinstance(self.margin_v, int) or isinstance(self.margin_v, bool) or not 0 <= self.margin_v <= high:
+                raise ValueError(
+                    f"margin_v must be a whole number from 0 to {high} (the {self.resolution} canvas is {height} "
+                    f"pixels high, less font_size {size}), got {quote(self.margin_v)}"
+                )
         if self.outline is not None:
             _check_number("outline", self.outline, 0, 50)
         if self.shadow is not None:
             _check_number("shadow", self.shadow, 0, 50)
         if not (_is_number(self.split_pause) and 0 < self.split_pause < math.inf):
-            raise ValueError(f"split_pause must be a number of seconds greater than 0, got {self.split_pause!r}")
+            raise ValueError(f"split_pause must be a number of seconds greater than 0, got {quote(self.split_pause)}")
 
     @property
     def preset(self) -> Preset:
@@ -182,23 +211,28 @@ class SubtitleOptions:
         return self.preset.safe_top if self.position == "top" else self.preset.safe_bottom
 
 
+def _plain(text: str) -> bool:
+    """No control, format or line/paragraph separator character (spaces are fine)."""
+    return text.replace(" ", "").isprintable()
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {quote(value)}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {quote(value)}")
 
 
 def _check_number(name: str, value: object, low: float, high: float) -> None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high):
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {quote(value)}")
 
 
 # --- input -----------------------------------------------------------------------------------------
@@ -210,22 +244,37 @@ def _check_words(words: Sequence[WordTiming], duration: float | None) -> None:
     for i, w in enumerate(words):
         start, end = w["start"], w["end"]
         if not (math.isfinite(start) and math.isfinite(end)):
-            raise ValueError(f"word {i} ({w['word']!r}) has a non-finite time: {start}..{end}")
+            raise ValueError(f"word {i} ({quote(w['word'])}) has a non-finite time: {start}..{end}")
         if start < -_EPS:
-            raise ValueError(f"word {i} ({w['word']!r}) starts before the audio, at {start:.3f} s")
+            raise ValueError(f"word {i} ({quote(w['word'])}) starts before the audio, at {start:.3f} s")
         if start < previous_end - _EPS or end < start - _EPS:
             raise ValueError(
-                f"word {i} ({w['word']!r}) at {start:.3f}..{end:.3f} s is out of order or overlaps "
+                f"word {i} ({quote(w['word'])}) at {start:.3f}..{end:.3f} s is out of order or overlaps "
                 f"the previous word ending at {previous_end:.3f} s"
             )
         if duration is not None and end > duration + _EPS:
-            raise ValueError(f"word {i} ({w['word']!r}) ends at {end:.3f} s, after the audio ({duration:.3f} s)")
+            raise ValueError(f"word {i} ({quote(w['word'])}) ends at {end:.3f} s, after the audio ({duration:.3f} s)")
         previous_end = max(previous_end, end)
 
 
 def _clean(word: str) -> str:
-    """One word as one run of text: no line breaks, no runs of white space."""
-    return " ".join(word.split())
+    """One word as one run of text: no control or format characters, no line breaks, no runs of white space."""
+    return " ".join(clean_text(word).split())
+
+
+_BLOCK_START = re.compile(r"NOTE|STYLE|REGION|WEBVTT", re.IGNORECASE)  # any line starting so
+_COLON_DIGIT = re.compile(r":(?=\d)")
+_DIGITS = re.compile(r"\d+")
+
+
+def _neutral_line(line: str) -> str:
+    """A line of SRT/VTT text that no reader can take for structure (see the module docstring)."""
+    line = _COLON_DIGIT.sub(":" + _WJ, line.replace("-->", "--" + _WJ + ">"))
+    if _DIGITS.fullmatch(line):
+        line += _WJ
+    if _BLOCK_START.match(line):
+        line = _WJ + line
+    return line
 
 
 # --- ASS -------------------------------------------------------------------------------------------
@@ -304,7 +353,7 @@ def _to_srt_vtt(
         cues = [(e.start, e.end, [" ".join(texts[i] for i in line if texts[i]) for line in e.lines]) for e in events]
     subs = pysubs2.SSAFile()
     for start, end, lines in cues:
-        lines = [line.translate(escapes) for line in lines if line]
+        lines = [_neutral_line(line).translate(escapes) for line in lines if line]
         if lines:  # a cue without text would end the file early for SRT/VTT readers
             subs.events.append(pysubs2.SSAEvent(start=_ms(start), end=_ms(end), text=r"\N".join(lines)))
     # keep_ssa_tags: pass the text through as is (pysubs2 would otherwise drop anything in braces).
