@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --no-deps -r requirements.lock -r requirements-dev.lock && $(VENV)/bin/pip install -q --no-deps -e . && touch $@
 
 system-deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg espeak-ng sox gcc
 
 bake: install
 	$(PY) bake_models.py $(MODEL_DIR)

@@ -4,7 +4,13 @@
     python bake_models.py DIR          real weights from the Hugging Face hub at pinned revisions
         [--model F5TTS_v1_Base|F5TTS_Base|E2TTS_Base] [--align-languages en,de,...]
         [--asr-model Systran/faster-whisper-small|none] [--from MIRROR] [--pins FILE]
+        [--normalize-languages en,...]
     python bake_models.py --tiny DIR   random-weight tiny models (tests, local trials; output is noise)
+
+Both also compile the text-normalisation grammars (nemo-text-processing; English for --tiny) into
+DIR/normalize/<lang>/: the worker restores them and never compiles. Compiling takes about two minutes
+per language, so compiled grammars are kept in a cache (--grammar-cache, default
+$TTS_WORKER_GRAMMAR_CACHE or ~/.cache/tts-worker/grammars) keyed by library versions, and copied.
 
 Real weights: F5-TTS checkpoint + vocab, Vocos, whisperx aligners per language, NLTK punkt_tab and a
 faster-whisper model, each verified (hub ETag or pinned sha256) and listed with size and sha256.
@@ -295,6 +301,59 @@ def bake_tiny_asr(out: Path, seed: int = 0) -> dict[str, object]:
     return AsrSpec(name="whisper-tiny-random", dir=rel, multilingual=True, source=mf.Source(kind="tiny")).model_dump()
 
 
+def default_grammar_cache() -> Path:
+    env = os.environ.get("TTS_WORKER_GRAMMAR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tts-worker" / "grammars"
+
+
+def bake_normalize(out: Path, languages: list[str], cache: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """Compile (or copy from `cache`) each language's normalisation grammars into out/normalize/<lang>/.
+    Returns the manifest entry (`NormalizerSpec` shape) and the files written."""
+    from tts_worker import normalize_grammar as ng
+
+    unknown = sorted(set(languages) - set(ng.LANGUAGES))
+    if unknown or not languages:
+        raise BakeError(
+            f"no normalisation grammars for {unknown or 'no language'}; choose from {', '.join(ng.LANGUAGES)}"
+        )
+    version, pynini = ng.library_versions()
+    input_case = "cased"
+    grammars: dict[str, list[str]] = {}
+    written: list[str] = []
+    for lang in languages:
+        target = out / mf.NORMALIZE_DIR / lang
+        if target.exists():
+            shutil.rmtree(target)
+        if cache is None:
+            names = ng.compile_grammars(target, lang, input_case)
+        else:
+            cached = cache / f"{ng.LIBRARY}-{version}-pynini-{pynini}-{input_case}" / lang
+            if not (cached / "COMPLETE").is_file():
+                log.info("compiling the %r normalisation grammars (about two minutes)", lang)
+                tmp = cached.with_name(f".{lang}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                names = ng.compile_grammars(tmp, lang, input_case)
+                (tmp / "COMPLETE").write_text("\n".join(names) + "\n")
+                try:
+                    tmp.replace(cached)
+                except OSError:  # another bake finished the same grammars first
+                    shutil.rmtree(tmp, ignore_errors=True)
+            names = (cached / "COMPLETE").read_text().split()
+            target.mkdir(parents=True)
+            for name in names:
+                shutil.copyfile(cached / name, target / name)
+        grammars[lang] = names
+        written += [f"{mf.NORMALIZE_DIR}/{lang}/{name}" for name in names]
+    spec = mf.NormalizerSpec(
+        version=version,
+        pynini=pynini,
+        input_case=input_case,
+        grammars=grammars,
+        source=mf.Source(kind="compiled", repo=ng.LIBRARY, revision=version),
+    )
+    return spec.model_dump(), written
+
+
 def component_files(out: Path, components: dict[str, dict[str, Any]]) -> list[str]:
     """Every file under the directories the alignment components name, relative to `out`."""
     dirs = [str(spec["dir"]) for spec in components.get("align", {}).values() if isinstance(spec, dict)]
@@ -302,7 +361,8 @@ def component_files(out: Path, components: dict[str, dict[str, Any]]) -> list[st
     return sorted(str(p.relative_to(out)) for d in dirs for p in (out / d).rglob("*") if p.is_file())
 
 
-def bake_tiny(out: Path) -> mf.Manifest:
+def bake_tiny(out: Path, grammar_cache: Path | None = None) -> mf.Manifest:
+    """Tiny random weights; the normalisation grammars are the real (English) ones."""
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
     tts = bake_tiny_tts(out)
@@ -312,7 +372,8 @@ def bake_tiny(out: Path) -> mf.Manifest:
         "nltk_data": bake_tiny_nltk(out),
         "asr": bake_tiny_asr(out),
     }
-    written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *component_files(out, components)]
+    components["normalize"], grammar_files = bake_normalize(out, ["en"], grammar_cache)
+    written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *component_files(out, components), *grammar_files]
     return mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=components, files=written)
 
 
@@ -737,6 +798,8 @@ def bake_real(
     asr_repo: str | None,
     mirror: Path | None = None,
     pins: dict[str, Any] = PINS,
+    normalize_languages: tuple[str, ...] = ("en",),
+    grammar_cache: Path | None = None,
 ) -> mf.Manifest:
     """Fetch pinned real weights into the manifest layout; the manifest is written last.
 
@@ -831,6 +894,9 @@ def bake_real(
             "source": source.model_dump(),
         }
 
+    components["normalize"], grammar_files = bake_normalize(out, list(normalize_languages), grammar_cache)
+    written += grammar_files
+
     fetcher.finish()
     log.info("fetched %d files, %d already present and verified", len(fetcher.fetched), len(fetcher.skipped))
     return mf.write_manifest(out, tiny=False, tts=tts, vocoder=vocoder, components=components, files=written)
@@ -861,13 +927,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     real.add_argument("--from", dest="mirror", type=Path, metavar="MIRROR", help="copy from a mirror dir, not the hub")
     real.add_argument("--pins", type=Path, metavar="FILE", help="JSON merged over the built-in PINS")
+    real.add_argument(
+        "--normalize-languages", default="en", metavar="LANGS", help="text-normalisation grammars, e.g. en,de"
+    )
+    parser.add_argument(
+        "--grammar-cache",
+        type=Path,
+        default=default_grammar_cache(),
+        metavar="DIR",
+        help="compiled grammars kept here between bakes ('none': always compile)",
+    )
     args = parser.parse_args(argv)
     if (args.dir is None) == (args.tiny is None):
         parser.error("give DIR (real weights) or --tiny DIR (random tiny weights), not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out: Path = args.tiny or args.dir
+    grammar_cache = None if str(args.grammar_cache).lower() == "none" else args.grammar_cache
     if args.tiny:
-        manifest = bake_tiny(out)
+        try:
+            manifest = bake_tiny(out, grammar_cache)
+        except BakeError as exc:
+            log.error("bake failed: %s", exc)
+            return 1
     else:
         try:
             manifest = bake_real(
@@ -877,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
                 asr_repo=None if args.asr_model.lower() in {"", "none"} else args.asr_model,
                 mirror=args.mirror,
                 pins=load_pins(args.pins),
+                normalize_languages=tuple(lang.strip() for lang in args.normalize_languages.split(",") if lang.strip()),
+                grammar_cache=grammar_cache,
             )
         except BakeError as exc:
             log.error("bake failed: %s", exc)

@@ -10,6 +10,7 @@
       align/<lang>/            wav2vec2 CTC aligner per language (components["align"][<lang>])
       nltk_data/tokenizers/punkt_tab/<language>/   NLTK punkt_tab (components["nltk_data"])
       asr/<name>/              CTranslate2 Whisper + tokenizer.json (components["asr"], optional)
+      normalize/<lang>/        compiled text-normalisation grammars (components["normalize"]: `NormalizerSpec`)
 
 Every file is listed with its size and sha256. At start the worker checks
 presence and sizes (cheap); `verify(..., checksums=True)` also hashes, which
@@ -22,7 +23,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -40,6 +41,7 @@ VOCODER_FILES = ("vocos/config.yaml", "vocos/pytorch_model.bin")
 ALIGN_DIR = "align"  # align/<language>/ one wav2vec2 CTC model per language
 NLTK_DATA_DIR = "nltk_data"  # nltk_data/tokenizers/punkt_tab/<language>/
 ASR_DIR = "asr"  # asr/<name>/ a CTranslate2 Whisper model with tokenizer.json
+NORMALIZE_DIR = "normalize"  # normalize/<lang>/ nemo-text-processing grammars (.far), compiled at bake time
 
 
 class _Strict(BaseModel):
@@ -76,6 +78,23 @@ class VocoderSpec(_Strict):
     source: Source
 
 
+class NormalizerSpec(_Strict):
+    """Text normalisation (`tts_worker.normalize`): grammars compiled at bake time, one directory per
+    language, loaded by the same library version that compiled them (the worker never compiles)."""
+
+    library: Literal["nemo-text-processing"] = "nemo-text-processing"
+    version: str  # nemo-text-processing version that compiled the grammars
+    pynini: str  # pynini version that compiled them
+    dir: str = NORMALIZE_DIR
+    input_case: Literal["cased", "lower_cased"] = "cased"
+    grammars: dict[str, list[str]]  # language -> the grammar files in dir/<language>/
+    source: Source
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.grammars)
+
+
 class Manifest(_Strict):
     format: int = FORMAT_VERSION
     tiny: bool
@@ -85,6 +104,17 @@ class Manifest(_Strict):
     # Optional components (alignment models, NLTK data, ASR) register here by name.
     components: dict[str, dict[str, Any]] = Field(default_factory=dict)
     files: dict[str, FileEntry]
+
+
+def normalizer_spec(manifest: Manifest) -> NormalizerSpec | None:
+    """`components["normalize"]` typed; None when the directory was baked without normalisation."""
+    raw = manifest.components.get("normalize")
+    if raw is None:
+        return None
+    try:
+        return NormalizerSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelDirError(f"the manifest's normalize component is malformed ({exc}); {BAKE_HINT}") from exc
 
 
 def sha256_file(path: Path) -> str:
