@@ -11,7 +11,8 @@ Rows, each beside its floor on the same machine in the same run:
       `infer_process` on the same model objects, reference, text, NFE and seed, with the worker's stages;
   (c) throughput: N jobs one after another, then at once without and with batching, through the production loop;
   (d) peak resident memory of the worker process and of the floor process;
-  (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn.
+  (e) on a CUDA machine, the real-time factor at 16 and 32 NFE with and without flash-attn;
+  (f) text normalisation: start-up and a 5000-character text as a share of synthesis (bench/normalize_bench.py).
 
 The random-weight model directory is built once (bake_models.py's tiny layout, then the full-size DiT and
 Vocos written over it) and cached in ~/.cache/tts-worker-bench. Random weights make noise, but cost what
@@ -40,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bake_models
 sys.path.insert(0, str(ROOT / "tests"))  # fake_runpod
+import normalize_bench  # noqa: E402  (bench/, beside this script)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -521,6 +523,7 @@ def render(report: Report) -> str:
         f"| floor (import torch, read the checkpoint) | {cs['floor_hwm'] / gib:.2f} |",
         f"| worker after start-up and the throughput jobs | {cs['worker_hwm'] / gib:.2f} |",
         "",
+        *normalize_bench.render(r.get("normalize"), min(oh["bare"]) / len(TEXT_10S)),
         "## GPU",
         "",
     ]
@@ -565,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     report.rows["workers"] = worker_runs(model_dir, args.repeats, nfe, args.jobs)
     print("per-job overhead (in-process)...", flush=True)
     report.rows["overhead"] = overhead(model_dir, nfe, args.repeats)
+    print("text normalisation...", flush=True)
+    report.rows["normalize"] = normalize_bench.measure(args.repeats)
     if cuda:
         print("GPU rows...", flush=True)
         report.rows["gpu"] = gpu_rows(model_dir)

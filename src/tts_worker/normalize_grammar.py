@@ -140,7 +140,11 @@ class Grammar:
 
 
 def distribute(tokens: list[str], out: list[str], guide: Callable[[str], list[str]]) -> list[list[str]]:
-    """Divide the output words among the tokens, in order, each token's share contiguous."""
+    """Divide the output words among the tokens, in order, each token's share contiguous.
+
+    First by aligning tokens to output words (tokens the grammar kept anchor the rest); when that
+    leaves a token with nothing although it has letters or digits ("i.e. that" -> "that is that"), also
+    by aligning what each token says on its own to the output, and the division closer to those wins."""
     shares: list[list[str]] = [[] for _ in tokens]
     matcher = difflib.SequenceMatcher(None, [canon(t) for t in tokens], [canon(w) for w in out], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -152,25 +156,75 @@ def distribute(tokens: list[str], out: list[str], guide: Callable[[str], list[st
         elif op == "replace" and i2 - i1 == 1:
             shares[i1].extend(out[j1:j2])
         elif op == "replace":
-            guides = [[canon(w) for w in guide(t)] for t in tokens[i1:i2]]
+            guides = [_parts(guide(t)) for t in tokens[i1:i2]]
             for k, part in enumerate(_partition(guides, out[j1:j2])):
                 shares[i1 + k].extend(part)
-    return shares
+    if not out or all(share or not canon(t) for t, share in zip(tokens, shares, strict=True)):
+        return shares
+    guides = [_parts(guide(t)) for t in tokens]
+    projected = _project(tokens, guides, out)
+    return projected if _fit(guides, projected) > _fit(guides, shares) else shares
+
+
+def _parts(words: list[str]) -> list[str]:
+    """Canonical words, hyphenated ones split ("five-zero" -> five, zero)."""
+    return [c for w in words for part in w.split("-") if (c := canon(part))]
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b):
+            prev, row[j + 1] = row[j + 1], prev + 1 if x == y else max(row[j + 1], row[j])
+    return row[-1]
+
+
+def _similarity(guide: list[str], words: list[str]) -> float:
+    """How well output words match what a token says alone: words in order, minus a length difference."""
+    if not words:
+        return -5.0 if guide else 0.0
+    part = _parts(words)
+    return 2.0 * _lcs(guide, part) - 0.5 * abs(len(guide) - len(part))
+
+
+def _fit(guides: list[list[str]], shares: list[list[str]]) -> float:
+    return sum(_similarity(g, s) for g, s in zip(guides, shares, strict=True))
+
+
+def _project(tokens: list[str], guides: list[list[str]], out: list[str]) -> list[list[str]]:
+    """Each output word goes to the token whose own reading it matches; unmatched words follow the
+    word before them."""
+    expected = [(k, w) for k, g in enumerate(guides) for w in g]
+    pieces = [(j, c) for j, w in enumerate(out) for c in _parts([w])]
+    label: list[int | None] = [None] * len(out)
+    matcher = difflib.SequenceMatcher(None, [w for _, w in expected], [c for _, c in pieces], autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for d in range(block.size):
+            j = pieces[block.b + d][0]
+            if label[j] is None:
+                label[j] = expected[block.a + d][0]
+    first = next((x for x in label if x is not None), 0)
+    shares: list[list[str]] = [[] for _ in tokens]
+    current = first
+    for j, word in enumerate(out):
+        found = label[j]
+        if found is not None and found > current:
+            current = found
+        shares[current].append(word)
+    return [[t] if len(s) == 1 and canon(s[0]) == canon(t) else s for t, s in zip(tokens, shares, strict=True)]
 
 
 def _partition(guides: list[list[str]], out: list[str]) -> list[list[str]]:
-    """Split `out` into len(guides) contiguous parts, each as close as can be to its guide
-    (shared words count, a length difference costs); no empty part unless there are too few words."""
+    """Split `out` into len(guides) contiguous parts, each as close as can be to its guide; no empty
+    part unless there are too few words."""
     n, m = len(guides), len(out)
-    words = [canon(w) for w in out]
     allow_empty = m < n
 
     def score(k: int, a: int, b: int) -> float:
         if a == b and not allow_empty:
             return float("-inf")
-        part = words[a:b]
-        shared = sum(min(part.count(w), guides[k].count(w)) for w in set(part))
-        return 2.0 * shared - 0.5 * abs(len(guides[k]) - (b - a))
+        return _similarity(guides[k], out[a:b])
 
     best = [[float("-inf")] * (m + 1) for _ in range(n + 1)]
     cut = [[0] * (m + 1) for _ in range(n + 1)]
