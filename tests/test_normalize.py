@@ -5,7 +5,10 @@ worker loads it."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -312,3 +315,42 @@ def test_load_refuses_grammars_it_would_have_to_rebuild(tiny_model_dir, tmp_path
     missing = spec.model_copy(update={"grammars": {"en": [*spec.grammars["en"], "absent.far"]}})
     with pytest.raises(ModelDirError, match="missing"):
         Normalizer.load(tiny_model_dir, missing)
+
+
+def test_a_malformed_normalize_component_stops_the_worker(tiny_model_dir):
+    manifest = load_verified(tiny_model_dir)
+    broken = manifest.model_copy(update={"components": {**manifest.components, "normalize": {"grammars": "en"}}})
+    with pytest.raises(ModelDirError, match="normalize component is malformed"):
+        normalizer_spec(broken)
+    absent = manifest.model_copy(
+        update={"components": {k: v for k, v in manifest.components.items() if k != "normalize"}}
+    )
+    with pytest.raises(ModelDirError, match="no text normalisation grammars"):
+        Normalizer.from_manifest(tiny_model_dir, absent)
+
+
+def _bake_models():
+    if "bake_models" not in sys.modules:  # loaded as test_bake.py loads it: by path, registered
+        spec = importlib.util.spec_from_file_location("bake_models", Path(__file__).parents[1] / "bake_models.py")
+        assert spec and spec.loader
+        sys.modules["bake_models"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["bake_models"])
+    return sys.modules["bake_models"]
+
+
+def test_bake_copies_compiled_grammars_from_its_cache(tmp_path):
+    from tts_worker.normalize_grammar import LIBRARY, library_versions
+
+    bake_models = _bake_models()
+
+    version, pynini = library_versions()
+    cached = tmp_path / "cache" / f"{LIBRARY}-{version}-pynini-{pynini}-cased" / "en"
+    cached.mkdir(parents=True)
+    (cached / "a.far").write_bytes(b"compiled once")
+    (cached / "COMPLETE").write_text("a.far\n")
+    spec, written = bake_models.bake_normalize(tmp_path / "models", ["en"], tmp_path / "cache")
+    assert written == ["normalize/en/a.far"]
+    assert (tmp_path / "models/normalize/en/a.far").read_bytes() == b"compiled once"
+    assert spec["grammars"] == {"en": ["a.far"]} and spec["version"] == version and spec["pynini"] == pynini
+    with pytest.raises(bake_models.BakeError, match="no normalisation grammars for \\['xx'\\]"):
+        bake_models.bake_normalize(tmp_path / "models", ["xx"], tmp_path / "cache")
