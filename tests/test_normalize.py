@@ -354,3 +354,32 @@ def test_bake_copies_compiled_grammars_from_its_cache(tmp_path):
     assert spec["grammars"] == {"en": ["a.far"]} and spec["version"] == version and spec["pynini"] == pynini
     with pytest.raises(bake_models.BakeError, match="no normalisation grammars for \\['xx'\\]"):
         bake_models.bake_normalize(tmp_path / "models", ["xx"], tmp_path / "cache")
+
+
+def test_aligning_the_spoken_text_places_numbers_and_symbols(normalizer, tiny_model_dir):
+    """The synthesis stage's order: normalise, chunk the spoken text, align it per chunk, map back."""
+    import numpy as np
+
+    from tts_worker.alignment import Aligner
+
+    aligner = Aligner.load(tiny_model_dir, load_verified(tiny_model_dir), "cpu")
+    text = "It costs $3.50 & 12kg at 7:30 pm on Jan. 5, 2025."
+    wave = (np.random.default_rng(0).standard_normal(24_000 * 6) * 0.1).astype(np.float32)
+    as_written = aligner.align(wave, 24_000, text, [])
+    assert [t["word"] for t in as_written if t["interpolated"]] == ["$3.50", "&", "7:30", "5,", "2025."]
+
+    norm = normalizer.normalize(text, "en")
+    chunks = split_spoken(norm, 40)
+    assert len(chunks) > 1
+    bounds = np.linspace(0, len(wave), len(chunks) + 1).astype(int)
+    ranges = [
+        (c.spoken_start, c.spoken_end, int(a), int(b)) for c, a, b in zip(chunks, bounds, bounds[1:], strict=False)
+    ]
+    spoken = aligner.align(wave, 24_000, norm.spoken, ranges)
+    words = written_timings(norm, spoken)
+    assert [t["word"] for t in words] == text.split()
+    assert not any(t["interpolated"] for t in words)
+    assert {t["word"]: t["spoken"] for t in words if "spoken" in t} == {
+        w.written: w.spoken for w in norm.words if w.changed
+    }
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(words))
