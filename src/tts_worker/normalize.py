@@ -14,8 +14,10 @@ one that changed maps as a whole. `Normalized.identity(text)` is the unnormalise
 false`): spoken == written.
 
 What is normalised (per language, by the grammars `bake_models.py` compiled into MODEL_DIR; English
-adds `tts_worker.normalize_en`): only words with digits, symbols, dotted abbreviations, capitals or
-whitelisted abbreviations reach the grammars, with up to `CONTEXT_WORDS` neighbours on each side.
+adds `tts_worker.normalize_en`): only words with digits, symbols or inner dots, short capitalised
+abbreviations ("St.") and the grammars' whitelisted words reach them, each with `CONTEXT_WORDS`
+neighbour per side inside its sentence (beside a number, only a word that changes how it reads:
+a unit, a month, "million", "pm"...).
 A request's `lexicon` is applied first and wins: a written word it names is spoken as its entry says,
 unchanged. Languages without grammars get the lexicon only. The grammars never fail a job: on a text
 they cannot read, it is spoken as written.
