@@ -4,8 +4,14 @@
     python bake_models.py DIR          real weights from the Hugging Face hub at pinned revisions
         [--model F5TTS_v1_Base|F5TTS_Base|E2TTS_Base] [--align-languages en,de,...]
         [--asr-model Systran/faster-whisper-small|none] [--from MIRROR] [--pins FILE]
+        [--normalize-languages en,...]
     python bake_models.py --tiny DIR   random-weight tiny models (tests, local trials; output is noise)
         [--model F5TTS_v1_Base|E2TTS_Base]   (the tiny model's backbone: DiT, or E2's UNetT)
+
+Both also compile the text-normalisation grammars (nemo-text-processing; English for --tiny) into
+DIR/normalize/<lang>/: the worker restores them and never compiles. Compiling takes about two minutes
+per language, so compiled grammars are kept in a cache (--grammar-cache, default
+$TTS_WORKER_GRAMMAR_CACHE or ~/.cache/tts-worker/grammars) keyed by library versions, and copied.
 
 Real weights: F5-TTS checkpoint + vocab, Vocos, whisperx aligners per language, NLTK punkt_tab and a
 faster-whisper model, each verified (hub ETag or pinned sha256) and listed with size and sha256.
@@ -309,12 +315,69 @@ def bake_tiny_asr(out: Path, seed: int = 0) -> mf.AsrSpec:
     return mf.AsrSpec(name="whisper-tiny-random", dir=rel, multilingual=True, source=mf.Source(kind="tiny"))
 
 
-def bake_tiny(out: Path, model: str = "F5TTS_v1_Base") -> mf.Manifest:
+def default_grammar_cache() -> Path:
+    env = os.environ.get("TTS_WORKER_GRAMMAR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tts-worker" / "grammars"
+
+
+def bake_normalize(out: Path, languages: list[str], cache: Path | None) -> tuple[mf.NormalizerSpec, list[str]]:
+    """Compile (or copy from `cache`) each language's normalisation grammars into out/normalize/<lang>/.
+    Returns the manifest entry (`NormalizerSpec` shape) and the files written."""
+    from tts_worker import normalize_grammar as ng
+
+    unknown = sorted(set(languages) - set(ng.LANGUAGES))
+    if unknown or not languages:
+        raise BakeError(
+            f"no normalisation grammars for {unknown or 'no language'}; choose from {', '.join(ng.LANGUAGES)}"
+        )
+    version, pynini = ng.library_versions()
+    input_case = "cased"
+    grammars: dict[str, list[str]] = {}
+    written: list[str] = []
+    for lang in languages:
+        target = out / mf.NORMALIZE_DIR / lang
+        if target.exists():
+            shutil.rmtree(target)
+        if cache is None:
+            names = ng.compile_grammars(target, lang, input_case)
+        else:
+            cached = cache / f"{ng.LIBRARY}-{version}-pynini-{pynini}-{input_case}" / lang
+            if not (cached / "COMPLETE").is_file():
+                log.info("compiling the %r normalisation grammars (about two minutes)", lang)
+                tmp = cached.with_name(f".{lang}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                names = ng.compile_grammars(tmp, lang, input_case)
+                (tmp / "COMPLETE").write_text("\n".join(names) + "\n")
+                try:
+                    tmp.replace(cached)
+                except OSError:  # another bake finished the same grammars first
+                    shutil.rmtree(tmp, ignore_errors=True)
+            names = (cached / "COMPLETE").read_text().split()
+            target.mkdir(parents=True)
+            for name in names:
+                shutil.copyfile(cached / name, target / name)
+        grammars[lang] = names
+        written += [f"{mf.NORMALIZE_DIR}/{lang}/{name}" for name in names]
+    spec = mf.NormalizerSpec(
+        version=version,
+        pynini=pynini,
+        input_case=input_case,
+        grammars=grammars,
+        source=mf.Source(kind="compiled", repo=ng.LIBRARY, revision=version),
+    )
+    return spec, written
+
+
+def bake_tiny(out: Path, model: str = "F5TTS_v1_Base", grammar_cache: Path | None = None) -> mf.Manifest:
+    """Tiny random weights; the normalisation grammars are the real (English) ones."""
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.MANIFEST_NAME).unlink(missing_ok=True)
     tts = bake_tiny_tts(out, model_name=model)
     vocoder = bake_tiny_vocoder(out)
-    components = mf.Components(align=bake_tiny_align(out), nltk_data=bake_tiny_nltk(out), asr=bake_tiny_asr(out))
+    normalize, _ = bake_normalize(out, ["en"], grammar_cache)  # its files are under its directory
+    components = mf.Components(
+        align=bake_tiny_align(out), nltk_data=bake_tiny_nltk(out), asr=bake_tiny_asr(out), normalize=normalize
+    )
     written = [mf.TTS_CHECKPOINT, mf.TTS_VOCAB, *mf.VOCODER_FILES, *mf.files_under(out, components.directories())]
     return mf.write_manifest(out, tiny=True, tts=tts, vocoder=vocoder, components=components, files=written)
 
@@ -740,6 +803,8 @@ def bake_real(
     asr_repo: str | None,
     mirror: Path | None = None,
     pins: dict[str, Any] = PINS,
+    normalize_languages: tuple[str, ...] = ("en",),
+    grammar_cache: Path | None = None,
 ) -> mf.Manifest:
     """Fetch pinned real weights into the manifest layout; the manifest is written last."""
 
@@ -829,7 +894,9 @@ def bake_real(
             multilingual=not asr_repo.endswith(".en"),
             source=source,
         )
-    components = mf.Components(align=align, nltk_data=nltk_data, asr=asr)
+    normalize, grammar_files = bake_normalize(out, list(normalize_languages), grammar_cache)
+    written += grammar_files
+    components = mf.Components(align=align, nltk_data=nltk_data, asr=asr, normalize=normalize)
 
     fetcher.finish()
     log.info("fetched %d files, %d already present and verified", len(fetcher.fetched), len(fetcher.skipped))
@@ -865,13 +932,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     real.add_argument("--from", dest="mirror", type=Path, metavar="MIRROR", help="copy from a mirror dir, not the hub")
     real.add_argument("--pins", type=Path, metavar="FILE", help="JSON merged over the built-in PINS")
+    real.add_argument(
+        "--normalize-languages", default="en", metavar="LANGS", help="text-normalisation grammars, e.g. en,de"
+    )
+    parser.add_argument(
+        "--grammar-cache",
+        type=Path,
+        default=default_grammar_cache(),
+        metavar="DIR",
+        help="compiled grammars kept here between bakes ('none': always compile)",
+    )
     args = parser.parse_args(argv)
     if (args.dir is None) == (args.tiny is None):
         parser.error("give DIR (real weights) or --tiny DIR (random tiny weights), not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out: Path = args.tiny or args.dir
+    grammar_cache = None if str(args.grammar_cache).lower() == "none" else args.grammar_cache
     if args.tiny:
-        manifest = bake_tiny(out, model=args.model)
+        try:
+            manifest = bake_tiny(out, model=args.model, grammar_cache=grammar_cache)
+        except BakeError as exc:
+            log.error("bake failed: %s", exc)
+            return 1
     else:
         try:
             manifest = bake_real(
@@ -881,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
                 asr_repo=None if args.asr_model.lower() in {"", "none"} else args.asr_model,
                 mirror=args.mirror,
                 pins=load_pins(args.pins),
+                normalize_languages=tuple(lang.strip() for lang in args.normalize_languages.split(",") if lang.strip()),
+                grammar_cache=grammar_cache,
             )
         except BakeError as exc:
             log.error("bake failed: %s", exc)

@@ -16,6 +16,7 @@ Rows, each beside its floor on the same machine in the same run:
       peak memory. `--only video` runs this row alone and, with `--write`, replaces its section in the file.
   (g) the quality guard: its judge's time per chunk as a share of that chunk's synthesis, and one retry
       (`--only quality` runs this row alone and prints its section).
+  (h) text normalisation: start-up and a 5000-character text as a share of synthesis (bench/normalize_bench.py).
 
 The random-weight model directory is built once (bake_models.py's tiny layout, then the full-size DiT and
 Vocos written over it) and cached in ~/.cache/tts-worker-bench. Random weights make noise, but cost what
@@ -44,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bake_models
 sys.path.insert(0, str(ROOT / "tests"))  # fake_runpod
+import normalize_bench  # noqa: E402  (bench/, beside this script)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -663,6 +665,9 @@ def render(report: Report) -> str:
         f"| floor (import torch, read the checkpoint) | {cs['floor_hwm'] / gib:.2f} |",
         f"| worker after start-up and the throughput jobs | {cs['worker_hwm'] / gib:.2f} |",
         "",
+        *normalize_bench.render(r.get("normalize"), min(oh["bare"]) / len(TEXT_10S)),
+        "## GPU",
+        "",
     ]
     if "video" in r:
         lines += [render_video(r["video"])]
@@ -723,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     report.rows["video"] = video_cost()
     print("quality guard (in-process)...", flush=True)
     report.rows["quality"] = quality_cost(model_dir, nfe)
+    print("text normalisation...", flush=True)
+    report.rows["normalize"] = normalize_bench.measure(args.repeats)
     if cuda:
         print("GPU rows...", flush=True)
         report.rows["gpu"] = gpu_rows(model_dir)

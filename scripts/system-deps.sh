@@ -4,11 +4,11 @@
 #   scripts/system-deps.sh ensure    nothing when all are present; when some are missing, install them if
 #                                    we are root and have apt-get, else stop at once with the command to run
 # ffmpeg: whisperx decodes audio with it, torchcodec links its libraries; espeak-ng and sox make real
-# speech for the timing tests; python3-venv (ensurepip) lets `make install` create the venv; fontconfig
+# speech for the timing tests; gcc builds cdifflib (nemo-text-processing needs it; source only); python3-venv (ensurepip) lets `make install` create the venv; fontconfig
 # and fonts-dejavu-core: the subtitles' font, which libass finds and the line breaker measures.
 set -euo pipefail
 
-PACKAGES=(ffmpeg espeak-ng sox)  # each installs a command of its name
+PACKAGES=(ffmpeg espeak-ng sox gcc)  # each installs a command of its name (gcc: pip builds cdifflib from source)
 FONT_PACKAGES=(fontconfig fonts-dejavu-core)
 
 missing() {

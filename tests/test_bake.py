@@ -238,6 +238,9 @@ def _check_baked(out: Path, kind: str) -> mf.Manifest:
     assert comps.asr is not None and comps.asr.multilingual and comps.asr.dir == "asr/tiny"
     assert sorted(p.name for p in (out / "asr/tiny").iterdir()) == sorted(HUB[ASR_REPO])
     assert not (out / bake.STAGING_NAME).exists()
+    spec = mf.normalizer_spec(manifest)
+    assert spec is not None and spec.languages == ["en"]
+    assert all(f"{mf.NORMALIZE_DIR}/en/{name}" in manifest.files for name in spec.grammars["en"])
     return manifest
 
 
@@ -256,7 +259,8 @@ def test_hub_bake_then_rerun_downloads_nothing_and_refetches_only_a_corrupt_file
     assert set(fake_hub.gets.values()) == {1}  # every file fetched exactly once
     punkt = [rel for rel in manifest.files if rel.startswith("nltk_data/")]
     assert len(punkt) == 5  # README + english's 4 files, from one zip
-    assert len(fake_hub.gets) == len(manifest.files) - len(punkt) + 1
+    grammars = [rel for rel in manifest.files if rel.startswith(f"{mf.NORMALIZE_DIR}/")]  # compiled, not fetched
+    assert len(fake_hub.gets) == len(manifest.files) - len(punkt) - len(grammars) + 1
 
     fake_hub.gets.clear()
     second = _bake(out, "--pins", str(pins), hub_url=fake_hub.url)

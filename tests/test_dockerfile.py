@@ -96,7 +96,13 @@ def test_bake_stage_copies_only_what_baking_needs_before_it_bakes():
     bake_run = next(i for i in bake if i["instruction"] == "RUN")
     sources = [v.split()[:-1] for v in _copies(bake[: bake.index(bake_run)])]
     assert sorted(s for group in sources for s in group) == sorted(
-        ["bake_models.py", "src/tts_worker/__init__.py", "src/tts_worker/errors.py", "src/tts_worker/manifest.py"]
+        [
+            "bake_models.py",
+            "src/tts_worker/__init__.py",
+            "src/tts_worker/errors.py",
+            "src/tts_worker/manifest.py",
+            "src/tts_worker/normalize_grammar.py",
+        ]
     )
     # Those modules must really be enough: bake_models' real path imports nothing else of the worker.
     code = (
@@ -108,7 +114,7 @@ def test_bake_stage_copies_only_what_baking_needs_before_it_bakes():
     out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert "--mount=type=secret,id=hf_token" in bake_run["value"]
-    for name in ("F5_MODEL", "ALIGN_LANGUAGES", "ASR_MODEL"):
+    for name in ("F5_MODEL", "ALIGN_LANGUAGES", "ASR_MODEL", "NORMALIZE_LANGUAGES"):
         assert f'"${{{name}}}"' in bake_run["value"]
 
 

@@ -41,7 +41,7 @@ def run(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_not_root_stops_at_once_with_the_one_command(tmp_path: Path):
     proc = run(fake_bin(tmp_path, uid=1000), "ensure")
     assert proc.returncode == 1
-    assert "missing system packages: ffmpeg espeak-ng sox python3-venv fontconfig fonts-dejavu-core" in proc.stderr
+    assert "missing system packages: ffmpeg espeak-ng sox gcc python3-venv fontconfig fonts-dejavu-core" in proc.stderr
     assert proc.stderr.rstrip().endswith("run: sudo make system-deps")
     assert not (tmp_path / "apt.log").exists()
 
@@ -50,8 +50,9 @@ def test_root_installs_what_is_missing_then_passes(tmp_path: Path):
     bin_dir = fake_bin(tmp_path, uid=0)
     (bin_dir / "python3").write_text("#!/bin/sh\nexit 0\n")  # a python with ensurepip
     (bin_dir / "python3").chmod(0o755)
-    (bin_dir / "sox").write_text("#!/bin/sh\n")
-    (bin_dir / "sox").chmod(0o755)
+    for present in ("sox", "gcc"):
+        (bin_dir / present).write_text("#!/bin/sh\n")
+        (bin_dir / present).chmod(0o755)
     (bin_dir / "fc-match").write_text("#!/bin/sh\necho /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf\n")
     (bin_dir / "fc-match").chmod(0o755)  # the font is installed
     proc = run(bin_dir, "ensure")
@@ -65,7 +66,7 @@ def test_root_installs_what_is_missing_then_passes(tmp_path: Path):
 
 def test_root_without_apt_names_the_packages(tmp_path: Path):
     proc = run(fake_bin(tmp_path, uid=0, apt=False), "ensure")
-    assert proc.returncode == 1 and "missing system packages: ffmpeg espeak-ng sox" in proc.stderr
+    assert proc.returncode == 1 and "missing system packages: ffmpeg espeak-ng sox gcc" in proc.stderr
     assert "package manager" in proc.stderr
 
 

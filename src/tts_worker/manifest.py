@@ -10,6 +10,7 @@
       align/<lang>/            wav2vec2 CTC aligner per language (components.align[<lang>]: `AlignModelSpec`)
       nltk_data/tokenizers/punkt_tab/<language>/   NLTK punkt_tab (components.nltk_data: `NltkSpec`)
       asr/<name>/              CTranslate2 Whisper + tokenizer.json (components.asr: `AsrSpec`, optional)
+      normalize/<lang>/        compiled text-normalisation grammars (components.normalize: `NormalizerSpec`)
 
 Every file is listed with its size and sha256. At start the worker checks
 presence and sizes (cheap); `verify(..., checksums=True)` also hashes, which
@@ -44,6 +45,7 @@ VOCODER_FILES = ("vocos/config.yaml", "vocos/pytorch_model.bin")
 ALIGN_DIR = "align"  # align/<language>/ one wav2vec2 CTC model per language
 NLTK_DATA_DIR = "nltk_data"  # nltk_data/tokenizers/punkt_tab/<language>/
 ASR_DIR = "asr"  # asr/<name>/ a CTranslate2 Whisper model with tokenizer.json
+NORMALIZE_DIR = "normalize"  # normalize/<lang>/ nemo-text-processing grammars (.far), compiled at bake time
 
 
 class _Strict(BaseModel):
@@ -84,6 +86,23 @@ class VocoderSpec(_Strict):
     source: Source
 
 
+class NormalizerSpec(_Strict):
+    """Text normalisation (`tts_worker.normalize`): grammars compiled at bake time, one directory per
+    language, loaded by the same library version that compiled them (the worker never compiles)."""
+
+    library: Literal["nemo-text-processing"] = "nemo-text-processing"
+    version: str  # nemo-text-processing version that compiled the grammars
+    pynini: str  # pynini version that compiled them
+    dir: str = NORMALIZE_DIR
+    input_case: Literal["cased", "lower_cased"] = "cased"
+    grammars: dict[str, list[str]]  # language -> the grammar files in dir/<language>/
+    source: Source
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.grammars)
+
+
 class AlignModelSpec(_Strict):
     """One language's alignment model. `huggingface`: a Wav2Vec2ForCTC + Wav2Vec2Processor
     save_pretrained dir. `torchaudio`: the bundle's `.pth` inside `dir` (whisperx's default English)."""
@@ -118,11 +137,12 @@ class Components(_Strict):
     align: dict[str, AlignModelSpec] = Field(default_factory=dict)
     nltk_data: NltkSpec | None = None
     asr: AsrSpec | None = None
+    normalize: NormalizerSpec | None = None
 
     def directories(self) -> list[str]:
         """Every directory a component occupies, relative to MODEL_DIR."""
         dirs = [spec.dir for spec in self.align.values()]
-        dirs += [spec.dir for spec in (self.nltk_data, self.asr) if spec is not None]
+        dirs += [spec.dir for spec in (self.nltk_data, self.asr, self.normalize) if spec is not None]
         return dirs
 
 

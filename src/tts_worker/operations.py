@@ -14,6 +14,7 @@ from tts_worker.alignment import Aligner
 from tts_worker.errors import InvalidInput, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
+from tts_worker.normalize import Normalized, Normalizer
 from tts_worker.quality import AsrJudge, check_audio
 from tts_worker.results import AlignResult, DeleteVoiceResult, ListVoicesResult, UploadVoiceResult
 from tts_worker.schemas import AlignRequest, DeleteVoiceRequest, ListVoicesRequest, UploadVoiceRequest
@@ -26,8 +27,11 @@ from tts_worker.words import rounded
 class Aligning:
     """The `align` operation."""
 
-    def __init__(self, aligner: Aligner, fetcher: Fetcher, storage: Storage, sample_rate: int) -> None:
+    def __init__(
+        self, aligner: Aligner, normalizer: Normalizer, fetcher: Fetcher, storage: Storage, sample_rate: int
+    ) -> None:
         self.aligner = aligner
+        self.normalizer = normalizer  # the text as it was spoken, for the aligner
         self.fetcher = fetcher
         self.storage = storage
         self.sample_rate = sample_rate  # what the audio is resampled to (the engine's: the same as synthesis)
@@ -36,7 +40,11 @@ class Aligning:
         with job.watch.stage("fetch"):
             wave, rate = self._audio(req)
             wave = audio.resample(wave, rate, self.sample_rate)
-        words = align_words(self.aligner, job, req, wave, self.sample_rate, [])
+        if req.normalize:
+            norm = self.normalizer.normalize(req.text, req.language, req.lexicon)
+        else:
+            norm = Normalized.identity(req.text)
+        words = align_words(self.aligner, job, req, norm, (wave, self.sample_rate), [])
         duration = len(wave) / self.sample_rate
         checked = None
         if req.quality is not None and req.quality.mode == "check":
@@ -53,6 +61,7 @@ class Aligning:
             storage=self.storage.name,
             duration=round(duration, 4),
             text=req.text,
+            spoken_text=norm.spoken,
             processing_time=job.watch.report(),
         )
         if subs is not None:

@@ -29,6 +29,7 @@ from tts_worker.errors import InvalidInput, ModelDirError, StorageError
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Emit, Job, Progress, no_progress
 from tts_worker.manifest import load_verified
+from tts_worker.normalize import Normalizer
 from tts_worker.operations import Aligning, VoiceOperations
 from tts_worker.quality import Policy
 from tts_worker.references import VoicePrompts
@@ -52,19 +53,27 @@ logger = logging.getLogger(__name__)
 
 class Worker:
     def __init__(
-        self, settings: Settings, engine: Engine, aligner: Aligner, storage: Storage, fetcher: Fetcher
+        self,
+        settings: Settings,
+        engine: Engine,
+        aligner: Aligner,
+        storage: Storage,
+        fetcher: Fetcher,
+        normalizer: Normalizer | None = None,
     ) -> None:
         self.settings = settings
+        # Without baked grammars (a model directory from before normalisation): lexicons only.
+        self.normalizer = normalizer or Normalizer({})
         self.engine = engine
         self.aligner = aligner
         self.storage = storage
         self.fetcher = fetcher
         self.batcher = Batcher.from_settings(engine, settings)
         self.voices = VoiceLibrary.from_settings(storage, settings)
-        self.prompts = VoicePrompts(engine, self.voices, fetcher, aligner, settings)
+        self.prompts = VoicePrompts(engine, self.voices, fetcher, aligner, self.normalizer, settings)
         quality = Policy(settings.resolved_quality_mode(engine.device), settings.quality_max_attempts)
-        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, fetcher, storage.name, quality)
-        self.aligning = Aligning(aligner, fetcher, storage, engine.sample_rate)
+        self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, self.normalizer, fetcher, quality)
+        self.aligning = Aligning(aligner, self.normalizer, fetcher, storage, engine.sample_rate)
         self.voice_operations = VoiceOperations(self.voices, fetcher, aligner)
         self.limits = Limits(settings.max_text_chars, settings.max_text_bytes, tuple(aligner.languages))
         # Keys a failed job wrote but could not delete (storage was down): retried before every job.
@@ -88,11 +97,16 @@ class Worker:
                 f"({exc.__class__.__name__}: {str(exc)[:200]}); re-bake it"
             ) from exc
         aligner = Aligner.load(settings.model_dir, manifest, device)
+        normalizer = None
+        if manifest.components.normalize is not None:
+            normalizer = Normalizer.from_manifest(settings.model_dir, manifest)
+        else:
+            logger.warning("MODEL_DIR has no normalisation grammars (baked before them): only lexicons apply")
         if settings.warmup:
             # A batch runs masked attention, other kernels than a single generation: ready them too.
             engine.warmup(batch_size=settings.resolved_batch_max_size(device))
         logger.info("models ready in %.1f s", time.perf_counter() - t0)
-        return cls(settings, engine, aligner, storage, Fetcher(settings, storage))
+        return cls(settings, engine, aligner, storage, Fetcher(settings, storage), normalizer)
 
     def run(self, request: Request, job_id: str, progress: Progress = no_progress, emit: Emit | None = None) -> Result:
         """Execute one request. `emit`, when the handler streams, receives partial results."""

@@ -21,12 +21,13 @@ import numpy as np
 
 from tts_worker import audio
 from tts_worker.errors import InvalidInput
-from tts_worker.voices import DEFAULT_VOICE, VoiceLibrary, reference_key
+from tts_worker.voices import DEFAULT_VOICE, DEFAULT_VOICE_TEXT, VoiceLibrary, reference_key
 
 if TYPE_CHECKING:
     from tts_worker.alignment import Aligner
     from tts_worker.engine import Engine, Reference
     from tts_worker.fetch import Fetcher
+    from tts_worker.normalize import Normalizer
     from tts_worker.schemas import SynthesizeRequest
     from tts_worker.settings import Settings
 
@@ -80,15 +81,26 @@ class ReferenceCache(Generic[T]):
 
 
 class VoicePrompts:
-    """Prepared voice prompts for requests, cached by content; one per worker, safe to share."""
+    """Prepared voice prompts for requests, cached by content; one per worker, safe to share.
+
+    A transcript is normalised as the request's text is (`normalize`, `language`, `lexicon`): F5-TTS maps
+    the prompt's characters to its audio, and Whisper writes "1999" where the speaker said the words. The
+    cache key is the clip's content and the transcript as prepared."""
 
     def __init__(
-        self, engine: Engine, voices: VoiceLibrary, fetcher: Fetcher, aligner: Aligner, settings: Settings
+        self,
+        engine: Engine,
+        voices: VoiceLibrary,
+        fetcher: Fetcher,
+        aligner: Aligner,
+        normalizer: Normalizer,
+        settings: Settings,
     ) -> None:
         self.engine = engine
         self.voices = voices
         self.fetcher = fetcher
         self.aligner = aligner
+        self.normalizer = normalizer
         self.max_seconds = settings.max_reference_seconds
         self.max_input_seconds = settings.max_audio_seconds
         self.cache: ReferenceCache[Reference] = ReferenceCache(settings.reference_cache_entries)
@@ -103,23 +115,31 @@ class VoicePrompts:
             text, text_field = req.ref_text, "ref_text"
             if text is None:
                 text, text_field = self._transcribe(fetched.samples, fetched.sample_rate, req.language), where
+            spoken = self._spoken(text, req)
             ref = self.cache.get_or_create(
-                reference_key(fetched.sha256, text),
-                lambda: self._prepare(fetched.samples, fetched.sample_rate, text, where, text_field),
+                reference_key(fetched.sha256, spoken),
+                lambda: self._prepare(fetched.samples, fetched.sample_rate, spoken, where, text_field),
             )
             return ref, where
 
         name = req.voice or DEFAULT_VOICE
-        key = "default-voice" if name == DEFAULT_VOICE else self.voices.cache_key(name)
+        if name == DEFAULT_VOICE:
+            key: str | None = reference_key("default-voice", self._spoken(DEFAULT_VOICE_TEXT, req))
+        else:
+            source = self.voices.cache_source(name)
+            key = reference_key(source[0], self._spoken(source[1], req)) if source else None
         cached = self.cache.get(key) if key else None
         if cached is not None:
             return cached, name
         voice = self.voices.get(name)
         samples, rate = audio.decode(voice.audio, field="voice", max_seconds=self.max_input_seconds)
-        ref = self._prepare(samples, rate, voice.ref_text, "voice", "voice")
+        ref = self._prepare(samples, rate, self._spoken(voice.ref_text, req), "voice", "voice")
         if key:
             self.cache.put(key, ref)
         return ref, name
+
+    def _spoken(self, text: str, req: SynthesizeRequest) -> str:
+        return self.normalizer.spoken_text(text, req.language, req.lexicon) if req.normalize else text
 
     def _prepare(self, samples: np.ndarray, rate: int, text: str, where: str, text_field: str) -> Reference:
         samples = audio.resample(samples, rate, self.engine.sample_rate)

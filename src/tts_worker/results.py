@@ -41,7 +41,8 @@ class Video(TypedDict):
 
 class ChunkInfo(TypedDict):
     index: int
-    text: str
+    text: str  # the written text the chunk covers: text[char_start:char_end]
+    spoken_text: str  # what the chunk's generation spoke
     char_start: int
     char_end: int
     start_sample: int
@@ -73,6 +74,7 @@ class SynthesisResult(TypedDict):
     format: str
     seed: int
     text: str
+    spoken_text: str  # the whole text as spoken
     voice: str
     chunks: list[ChunkInfo]
     model: ModelInfo
@@ -89,6 +91,7 @@ class StreamedChunk(TypedDict):
     index: int
     chunks: int
     text: str
+    spoken_text: str
     char_start: int
     char_end: int
     audio_url: str
@@ -113,6 +116,7 @@ class AlignResult(TypedDict):
     storage: str
     duration: float
     text: str
+    spoken_text: str
     quality: NotRequired[dict[str, object]]
     word_timings: NotRequired[list[WordTiming]]
     processing_time: ProcessingTime

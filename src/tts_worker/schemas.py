@@ -35,6 +35,7 @@ from pydantic import (
 
 from tts_worker.audio import AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation, quote
+from tts_worker.normalize import Lexicon
 from tts_worker.sanitize import check_size, input_problems, path_part, speakable_text
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
 from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat, SubtitleOptions
@@ -262,6 +263,8 @@ class _TimedRequest(Request):
     word_timings: bool = Field(True, validation_alias=AliasChoices("word_timings", "return_word_timings"))
     subtitles: SubtitlesRequest | None = None
     video: VideoRequest | None = None
+    normalize: bool = True  # speak numbers, symbols and abbreviations as words (tts_worker.normalize)
+    lexicon: Lexicon | None = None  # per-request pronunciations, applied before the normaliser
 
     @model_validator(mode="before")
     @classmethod

@@ -369,7 +369,9 @@ def _to_json(words: Sequence[WordTiming]) -> str:
 
 def _to_csv(words: Sequence[WordTiming]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["word", "start", "end", "score", "interpolated"], lineterminator="\n")
+    spoken = ["spoken"] if any("spoken" in w for w in words) else []  # a column only when a text was normalised
+    fields = ["word", *spoken, "start", "end", "score", "interpolated"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rounded(words):
         # None -> empty cell (DictWriter's default); booleans as in the JSON.

@@ -3,18 +3,19 @@
 Stages, in order (each a method of `Synthesizer`; `Synthesis` carries what they produce):
 
     1. voice      the prepared voice prompt (`references.VoicePrompts`), timed as `reference`
-    2. plan       the text split into chunks the engine can speak in one generation each
-                  (`chunking.split_text` within `Engine.max_chunk_bytes`), one seeded `Generation`
-                  per chunk: seed + chunk index
-    3. generate   every chunk through the `Batcher` (all at once, or, streaming, one after another so
+    2. normalise  the text as it is spoken ("$3.50" -> "three dollars fifty cents"), mapped back to
+                  the written words (`normalize.Normalizer`; `normalize: false` speaks it as written)
+    3. plan       the spoken text split into chunks the engine can speak in one generation each
+                  (`normalize.split_spoken` within `Engine.max_chunk_bytes`; each chunk keeps its
+                  written range), one seeded `Generation` per chunk: seed + chunk index
+    4. generate   every chunk through the `Batcher` (all at once, or, streaming, one after another so
                   the first is out soonest), judged and re-sampled by the quality guard
                   (`retakes.Retakes` with `quality.AsrJudge`, as the request's `quality` says); each
                   kept take is post-processed and (streaming) stored and emitted as a partial result
-    4. join       chunks joined with a cross-fade; each chunk's sample range recorded
-    5. timings    words aligned inside each chunk's range, subtitles built (`timings`)
-    6. store      audio encoded and stored, the video rendered when asked (`video`), the result assembled
-
-A stage that transforms the text (a normaliser) belongs between 1 and 2.
+    5. join       chunks joined with a cross-fade; each chunk's sample range recorded
+    6. timings    the spoken words aligned inside each chunk's range and reported as the written
+                  words, subtitles built (`timings`)
+    7. store      audio encoded and stored, the video rendered when asked (`video`), the result assembled
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ import numpy as np
 from tts_worker import audio, video
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
-from tts_worker.chunking import TextChunk, split_text
+from tts_worker.chunking import split_text
 from tts_worker.engine import ChunkAudio, Engine, Generation, Reference, SamplingParams
 from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
+from tts_worker.normalize import Normalized, Normalizer, SpokenChunk, split_spoken
 from tts_worker.quality import AsrJudge, Policy, reference_rate
 from tts_worker.references import VoicePrompts
 from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
 from tts_worker.retakes import Retakes, Submit
 from tts_worker.schemas import SynthesizeRequest
-from tts_worker.timings import align_words, store_subtitles
+from tts_worker.timings import align_words, spoken_to_written, store_subtitles
 from tts_worker.words import WordTiming, rounded
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class Synthesis:
     seed: int
     voice: str = ""  # label of the voice for the result
     ref: Reference | None = None
-    chunks: list[TextChunk] = field(default_factory=list)
+    norm: Normalized | None = None  # the text as spoken, mapped to the written words
+    chunks: list[SpokenChunk] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
     waves: list[np.ndarray] = field(default_factory=list)  # post-processed, one per chunk
     batch_sizes: list[int] = field(default_factory=list)
@@ -75,8 +78,8 @@ class Synthesizer:
         batcher: Batcher,
         aligner: Aligner,
         prompts: VoicePrompts,
+        normalizer: Normalizer,
         fetcher: Fetcher,
-        storage: str,
         quality: Policy,
     ) -> None:
         self.quality = quality  # the guard's defaults (QUALITY_MODE, QUALITY_MAX_ATTEMPTS)
@@ -84,8 +87,8 @@ class Synthesizer:
         self.batcher = batcher
         self.aligner = aligner
         self.prompts = prompts
+        self.normalizer = normalizer
         self.fetcher = fetcher  # for a video's background image
-        self.storage = storage  # the backend's name, for the result
         self.cross_fade = int(CROSS_FADE_SECONDS * engine.sample_rate)
 
     def run(self, req: SynthesizeRequest, job: Job) -> SynthesisResult:
@@ -103,7 +106,7 @@ class Synthesizer:
         self._generate(syn, syn.retakes)
         return self._finish(syn)
 
-    # -- 2. plan ------------------------------------------------------------------------------------
+    # -- 2-3. normalise, plan -------------------------------------------------------------------------
 
     def _plan(self, syn: Synthesis) -> None:
         req, ref = syn.req, syn.ref
@@ -114,11 +117,18 @@ class Synthesizer:
             sway_sampling_coef=req.sway_sampling_coef,
             speed=req.speed,
         )
-        syn.chunks = split_text(req.text, self.engine.max_chunk_bytes(ref, req.speed))
+        budget = self.engine.max_chunk_bytes(ref, req.speed)
+        if req.normalize:
+            with syn.job.watch.stage("normalize"):
+                syn.norm = self.normalizer.normalize(req.text, req.language, req.lexicon)
+            syn.chunks = split_spoken(syn.norm, budget)
+        else:  # spoken as written: exactly the chunks (and so the audio) of a worker without normalisation
+            syn.norm = Normalized.identity(req.text)
+            syn.chunks = [SpokenChunk(c.text, c.start, c.end, c.start, c.end) for c in split_text(req.text, budget)]
         syn.generations = [Generation(ref, c.text, params, (syn.seed + i) % 2**32) for i, c in enumerate(syn.chunks)]
         logger.info("synthesizing %d characters in %d chunks, seed %d", len(req.text), len(syn.chunks), syn.seed)
 
-    # -- 3. generate --------------------------------------------------------------------------------
+    # -- 4. generate --------------------------------------------------------------------------------
 
     def _retakes(self, syn: Synthesis, submit: Submit) -> Retakes:
         req, ref = syn.req, syn.ref
@@ -179,7 +189,8 @@ class Synthesizer:
             job_id=syn.job.id,
             index=index,
             chunks=len(syn.chunks),
-            text=chunk.text,
+            text=req.text[chunk.start : chunk.end],
+            spoken_text=chunk.text,
             char_start=chunk.start,
             char_end=chunk.end,
             audio_url=stored["url"],
@@ -191,7 +202,8 @@ class Synthesizer:
             sample_rate=rate,
         )
         if req.word_timings or req.subtitles:
-            words = self.aligner.align(wave, rate, chunk.text, [], language=req.language)
+            assert syn.norm is not None
+            words = self._chunk_words(syn.norm.part(chunk.start, chunk.end), chunk, wave, req.language)
             offset = start / rate
             partial["word_timings"] = rounded(
                 [WordTiming(**{**w, "start": w["start"] + offset, "end": w["end"] + offset}) for w in words]
@@ -201,15 +213,25 @@ class Synthesizer:
         assert syn.job.emit is not None
         syn.job.emit(dict(partial))
 
-    # -- 4-6. join, timings, store --------------------------------------------------------------------
+    def _chunk_words(self, part: Normalized, chunk: SpokenChunk, wave: np.ndarray, language: str) -> list[WordTiming]:
+        """A streamed chunk's written words, aligned on its audio alone. A written word longer than a chunk
+        (cut across chunks) has no written form inside one: the chunk's spoken words are reported then."""
+        if part.spoken != chunk.text:
+            return self.aligner.align(wave, self.engine.sample_rate, chunk.text, [], language=language)
+        return spoken_to_written(
+            part, self.aligner.align(wave, self.engine.sample_rate, part.spoken, [], language=language)
+        )
+
+    # -- 5-7. join, timings, store --------------------------------------------------------------------
 
     def _finish(self, syn: Synthesis) -> SynthesisResult:
         req, job, rate, retakes = syn.req, syn.job, self.engine.sample_rate, syn.retakes
         assert retakes is not None
         with job.watch.stage("postprocess"):
             wave, ranges = audio.crossfade_join(syn.waves, self.cross_fade)
-        spans = [(c.start, c.end, s, e) for c, (s, e) in zip(syn.chunks, ranges, strict=True)]
-        words = align_words(self.aligner, job, req, wave, rate, spans)
+        spans = [(c.spoken_start, c.spoken_end, s, e) for c, (s, e) in zip(syn.chunks, ranges, strict=True)]
+        assert syn.norm is not None
+        words = align_words(self.aligner, job, req, syn.norm, (wave, rate), spans)
         with job.watch.stage("encode"):
             data = audio.encode(wave, rate, req.output_format)
         job.progress({"stage": "storage"})
@@ -223,18 +245,20 @@ class Synthesizer:
             job_id=job.id,
             audio_url=stored["url"],
             audio=stored,
-            storage=self.storage,
+            storage=job.staged.storage.name,
             duration=round(len(wave) / rate, 4),
             sample_rate=rate,
             samples=len(wave),
             format=req.output_format,
             seed=syn.seed,
             text=req.text,
+            spoken_text=syn.norm.spoken,
             voice=syn.voice,
             chunks=[
                 ChunkInfo(
                     index=i,
-                    text=c.text,
+                    text=req.text[c.start : c.end],
+                    spoken_text=c.text,
                     char_start=c.start,
                     char_end=c.end,
                     start_sample=s,

@@ -1,7 +1,8 @@
 """The timing stages every operation with a text shares: align the words, then build and store the
 subtitle files the request asked for.
 
-`align_words` runs only when the request wants `word_timings`, subtitles or a video. `store_subtitles` builds
+`align_words` runs only when the request wants `word_timings`, subtitles or a video. It aligns what
+was spoken (the normalised text) and reports the written words (`normalize.written_timings`). `store_subtitles` builds
 each requested format from the timings with `tts_worker.subtitles` and stores it through the job as
 `timings/<stem>.<format>`.
 """
@@ -13,28 +14,38 @@ import numpy as np
 from tts_worker import subtitles
 from tts_worker.alignment import Aligner
 from tts_worker.job import Job
+from tts_worker.normalize import Normalized, written_timings
 from tts_worker.results import StoredFile, Subtitles
 from tts_worker.schemas import AlignRequest, SubtitlesRequest, SynthesizeRequest
 from tts_worker.words import WordTiming
 
 Span = tuple[int, int, int, int]
-"""(char_start, char_end, start_sample, end_sample) of one chunk: where its text and audio lie."""
+"""(char_start, char_end, start_sample, end_sample) of one chunk: where its spoken text and audio lie."""
 
 
 def align_words(
     aligner: Aligner,
     job: Job,
     req: SynthesizeRequest | AlignRequest,
-    wave: np.ndarray,
-    sample_rate: int,
+    norm: Normalized,
+    audio: tuple[np.ndarray, int],
     spans: list[Span],
 ) -> list[WordTiming] | None:
-    """One timing per word of `req.text`, each chunk aligned inside its span (the whole audio when none)."""
+    """One timing per written word of `req.text`: `norm.spoken` aligned in the (wave, sample rate) `audio`,
+    each chunk inside its span (the whole audio when none), then mapped back to the written words."""
     if not (req.word_timings or req.subtitles or req.video):
         return None
     job.progress({"stage": "alignment"})
     with job.watch.stage("alignment"):
-        return aligner.align(wave, sample_rate, req.text, spans, language=req.language)
+        return spoken_to_written(norm, aligner.align(*audio, norm.spoken, spans, language=req.language))
+
+
+def spoken_to_written(norm: Normalized, spoken: list[WordTiming]) -> list[WordTiming]:
+    """Timings of `norm.spoken`'s words as timings of the written words; unchanged when nothing was
+    normalised (so `normalize: false` reports exactly what the aligner gave)."""
+    if norm.spoken == norm.written:
+        return spoken
+    return written_timings(norm, spoken)
 
 
 def store_subtitles(

@@ -253,12 +253,18 @@ class VoiceLibrary:
 
     def cache_key(self, name: str | None) -> str | None:
         """`reference_key` of a library voice from its sidecar alone (no audio download), or None."""
+        source = self.cache_source(name)
+        return reference_key(*source) if source else None
+
+    def cache_source(self, name: str | None) -> tuple[str, str] | None:
+        """A library voice's audio sha256 and transcript from its sidecar alone (no audio download): what
+        identifies its prepared reference. None for the built-in voice and for voices without a sidecar."""
         if name is None or name == DEFAULT_VOICE:
             return None
         meta = self.info(name)
         if meta is None or not meta.sha256 or not meta.ref_text:
             return None
-        return reference_key(meta.sha256, meta.ref_text)
+        return meta.sha256, meta.ref_text
 
     def _exists(self, name: str) -> bool:
         return any(self._storage.exists(k) for k in (sidecar_key(name), audio_key(name), text_key(name)))

@@ -8,13 +8,15 @@ the word and its times were interpolated from its neighbours.
 `rounded(words)` is how timings leave the worker (the result's `word_timings`,
 the JSON and CSV files): times to the millisecond, scores to 3 decimals, an
 unknown or non-finite score as None.
-"""
+
+`spoken` is present when what was spoken for the word differs from how it is written ("$3.50" ->
+"three dollars fifty cents"); the times then span all of it (`tts_worker.normalize.written_timings`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 
 class WordTiming(TypedDict):
@@ -23,17 +25,21 @@ class WordTiming(TypedDict):
     end: float
     score: float | None
     interpolated: bool
+    spoken: NotRequired[str]
 
 
 def rounded(words: Sequence[WordTiming]) -> list[WordTiming]:
     """Timings as the worker reports and stores them (float noise dropped; NaN would make invalid JSON)."""
-    return [
-        WordTiming(
-            word=w["word"],
-            start=round(w["start"], 3),
-            end=round(w["end"], 3),
-            score=round(w["score"], 3) if w["score"] is not None and math.isfinite(w["score"]) else None,
-            interpolated=bool(w["interpolated"]),
-        )
-        for w in words
-    ]
+    out = []
+    for w in words:
+        entry: dict[str, Any] = {"word": w["word"]}
+        if "spoken" in w:
+            entry["spoken"] = w["spoken"]
+        entry |= {
+            "start": round(w["start"], 3),
+            "end": round(w["end"], 3),
+            "score": round(w["score"], 3) if w["score"] is not None and math.isfinite(w["score"]) else None,
+            "interpolated": bool(w["interpolated"]),
+        }
+        out.append(cast(WordTiming, entry))
+    return out
