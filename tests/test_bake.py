@@ -238,7 +238,7 @@ def _check_baked(out: Path, kind: str) -> mf.Manifest:
     assert comps.asr is not None and comps.asr.multilingual and comps.asr.dir == "asr/tiny"
     assert sorted(p.name for p in (out / "asr/tiny").iterdir()) == sorted(HUB[ASR_REPO])
     assert not (out / bake.STAGING_NAME).exists()
-    spec = mf.normalizer_spec(manifest)
+    spec = manifest.components.normalize
     assert spec is not None and spec.languages == ["en"]
     assert all(f"{mf.NORMALIZE_DIR}/en/{name}" in manifest.files for name in spec.grammars["en"])
     return manifest

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from tts_worker.chunking import split_text
 from tts_worker.errors import ModelDirError
-from tts_worker.manifest import load_verified, normalizer_spec
+from tts_worker.manifest import MANIFEST_NAME, load_manifest, load_verified
 from tts_worker.normalize import (
     LEXICON_MAX_ENTRIES,
     Lexicon,
@@ -295,7 +296,7 @@ def test_split_spoken_cuts_a_single_word_longer_than_the_budget(normalizer):
 
 def test_the_tiny_bake_describes_the_grammars_and_loading_writes_nothing(tiny_model_dir):
     manifest = load_verified(tiny_model_dir)
-    spec = normalizer_spec(manifest)
+    spec = manifest.components.normalize
     assert spec is not None and spec.languages == ["en"] and spec.library == "nemo-text-processing"
     grammar_dir = tiny_model_dir / spec.dir / "en"
     assert sorted(p.name for p in grammar_dir.iterdir()) == sorted(spec.grammars["en"])
@@ -307,7 +308,7 @@ def test_the_tiny_bake_describes_the_grammars_and_loading_writes_nothing(tiny_mo
 
 
 def test_load_refuses_grammars_it_would_have_to_rebuild(tiny_model_dir, tmp_path):
-    spec = normalizer_spec(load_verified(tiny_model_dir))
+    spec = load_verified(tiny_model_dir).components.normalize
     assert spec is not None
     other = spec.model_copy(update={"version": "0.0.1"})
     with pytest.raises(ModelDirError, match="compiled by nemo-text-processing 0.0.1"):
@@ -317,14 +318,14 @@ def test_load_refuses_grammars_it_would_have_to_rebuild(tiny_model_dir, tmp_path
         Normalizer.load(tiny_model_dir, missing)
 
 
-def test_a_malformed_normalize_component_stops_the_worker(tiny_model_dir):
+def test_a_malformed_normalize_component_stops_the_worker(tiny_model_dir, tmp_path):
     manifest = load_verified(tiny_model_dir)
-    broken = manifest.model_copy(update={"components": {**manifest.components, "normalize": {"grammars": "en"}}})
-    with pytest.raises(ModelDirError, match="normalize component is malformed"):
-        normalizer_spec(broken)
-    absent = manifest.model_copy(
-        update={"components": {k: v for k, v in manifest.components.items() if k != "normalize"}}
-    )
+    raw = manifest.model_dump(mode="json")
+    raw["components"]["normalize"] = {"grammars": "en"}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(ModelDirError, match="not a valid manifest"):
+        load_manifest(tmp_path)
+    absent = manifest.model_copy(update={"components": manifest.components.model_copy(update={"normalize": None})})
     with pytest.raises(ModelDirError, match="no text normalisation grammars"):
         Normalizer.from_manifest(tiny_model_dir, absent)
 
@@ -351,7 +352,7 @@ def test_bake_copies_compiled_grammars_from_its_cache(tmp_path):
     spec, written = bake_models.bake_normalize(tmp_path / "models", ["en"], tmp_path / "cache")
     assert written == ["normalize/en/a.far"]
     assert (tmp_path / "models/normalize/en/a.far").read_bytes() == b"compiled once"
-    assert spec["grammars"] == {"en": ["a.far"]} and spec["version"] == version and spec["pynini"] == pynini
+    assert spec.grammars == {"en": ["a.far"]} and spec.version == version and spec.pynini == pynini
     with pytest.raises(bake_models.BakeError, match="no normalisation grammars for \\['xx'\\]"):
         bake_models.bake_normalize(tmp_path / "models", ["xx"], tmp_path / "cache")
 

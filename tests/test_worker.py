@@ -101,7 +101,8 @@ def test_a_long_run_without_spaces_is_timed_over_all_the_chunks_it_was_spoken_in
     url = "https://example.com/" + "abcdefghij" * 28
     assert len(url) == 300
     text = f"Please open {url} and read the page it shows."
-    out = ok(handler, {"text": text, "seed": 11, **FAST})
+    # As written (the normaliser would spell the URL out, as one unit: test_normalize covers that).
+    out = ok(handler, {"text": text, "seed": 11, "normalize": False, **FAST})
     rate, words = out["sample_rate"], out["word_timings"]
     begin = text.index(url)
     reached = [c for c in out["chunks"] if c["char_start"] < begin + len(url) and c["char_end"] > begin]
