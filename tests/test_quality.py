@@ -583,7 +583,7 @@ def test_worker_off_is_byte_identical_and_check_keeps_the_audio(worker):
     assert worker.storage.get(checked["audio"]["key"]) == worker.storage.get(plain["audio"]["key"])
     assert checked["quality"]["mode"] == "check" and checked["quality"]["passed"] is False
     assert all(c["quality"]["attempts"] == 1 and c["quality"]["passed"] is False for c in checked["chunks"])
-    assert "quality" in checked["processing_time"]["stages"] and "quality" not in plain["processing_time"]["stages"]
+    assert "quality" in checked["processing_stages"] and "quality" not in plain["processing_stages"]
 
 
 def test_worker_retry_reports_every_chunk_and_completes_when_chunks_still_fail(worker):

@@ -53,7 +53,8 @@ class Aligning:
             storage=self.storage.name,
             duration=round(duration, 4),
             text=req.text,
-            processing_time=job.watch.report(),
+            processing_time=0.0,
+            processing_stages={},
         )
         if subs is not None:
             result |= subs
@@ -63,7 +64,7 @@ class Aligning:
             result["quality"] = checked
         if words is not None:
             result["word_timings"] = rounded(words)
-        result["processing_time"] = job.watch.report()
+        result["processing_time"], result["processing_stages"] = job.watch.report()
         return result
 
     def _audio(self, req: AlignRequest) -> tuple[np.ndarray, int]:
@@ -113,6 +114,7 @@ class VoiceOperations:
             status=f"Voice '{info.name}.wav' and reference text uploaded successfully.",
             operation="upload_voice",
             voice=info.as_dict(),
+            warnings=info.warnings(),
         )
 
     def list(self, req: ListVoicesRequest) -> ListVoicesResult:
@@ -120,7 +122,15 @@ class VoiceOperations:
         return ListVoicesResult(
             status="success",
             operation="list_voices",
-            voices=[{**v.as_dict(), "voice_file": f"{v.name}.wav", "text_file": f"{v.name}.txt"} for v in page.voices],
+            voices=[
+                {
+                    **v.as_dict(),
+                    "voice_file": f"{v.name}.wav",
+                    # the original layout's transcript, when there is one (earlier versions wrote none)
+                    "text_file": f"{v.name}.txt" if v.name in page.text_files else None,
+                }
+                for v in page.voices
+            ],
             count=len(page.voices),
             next_cursor=page.next_cursor,
         )

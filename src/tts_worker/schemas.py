@@ -3,6 +3,12 @@ place where the original API's aliases are mapped to canonical names.
 
 `parse_request(raw, limits)` returns a validated request or raises
 `InvalidInput` / `UnknownOperation` with one message naming every bad field.
+
+Errors name the field as the user sent it. The request remembers which alias
+each field came in as (`Request.sent_names`: canonical name -> sent name), and
+`name_fields(message, names)` rewrites the field a message starts with: the
+parser applies it to validation errors, the handler to every error a job
+raises later (stages name fields canonically: `voice_url: ...`).
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from tts_worker.audio import AudioFormat
+from tts_worker.audio import FORMATS, AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
+from tts_worker.storage import check_key
 from tts_worker.subtitles import SubtitleFormat, SubtitleOptions
 
 # Canonical operation names, and what the original API (and common spellings) call them.
@@ -39,6 +47,7 @@ OPERATION_ALIASES: dict[str, str] = {
     "list_voices": "list_voices",
     "delete_voice": "delete_voice",
     "delete": "delete_voice",
+    "download": "download",
 }
 
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -74,6 +83,46 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     operation: str
+    _sent_names: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sent_names(self) -> dict[str, str]:
+        """Canonical field name (or dotted path) -> the name the user sent it as, where they differ."""
+        return self._sent_names
+
+    def sent_name(self, field: str) -> str:
+        return self._sent_names.get(field, field)
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        """Which alias each field of `raw` came in as (the fields' `AliasChoices`); models add their own."""
+        names: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):
+                sent = next((c for c in alias.choices if isinstance(c, str) and c in raw), name)
+                if sent != name:
+                    names[name] = sent
+        return names
+
+
+def name_fields(message: str, names: dict[str, str]) -> str:
+    """`message` with the field each of its `; `-separated parts starts with (`field: ...`,
+    `field.sub.0: ...`) written as the user sent it; the longest mapped prefix of the path wins."""
+    if not names:
+        return message
+    parts = []
+    for part in message.split("; "):
+        head, sep, rest = part.partition(": ")
+        if sep and head and " " not in head:
+            segments = head.split(".")
+            for n in range(len(segments), 0, -1):
+                prefix = ".".join(segments[:n])
+                if prefix in names:
+                    head = ".".join([names[prefix], *segments[n:]])
+                    break
+        parts.append(head + sep + rest)
+    return "; ".join(parts)
 
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
@@ -221,6 +270,14 @@ class _TimedRequest(Request):
     word_timings: bool = Field(True, validation_alias=AliasChoices("word_timings", "return_word_timings"))
     subtitles: SubtitlesRequest | None = None
     video: VideoRequest | None = None
+    return_base64: bool = False  # every stored file also in the result, as base64
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        names = super().names_in(raw)
+        if "options" in raw and "subtitles" not in raw:
+            names |= {"subtitles": "options", "subtitles.formats.0": "options.subtitle_format"}
+        return names
 
     @model_validator(mode="before")
     @classmethod
@@ -243,10 +300,78 @@ class _TimedRequest(Request):
         return _checked_text(value, info)
 
 
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+
+
+def parse_s3_url(value: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://bucket/key`; ValueError when it is not one."""
+    if not value.lower().startswith("s3://"):
+        raise ValueError("not an s3:// URL")
+    bucket, _, key = value[5:].partition("/")
+    if not _BUCKET.match(bucket) or not key:
+        raise ValueError("not s3://bucket/key")
+    return bucket, key
+
+
+def _named_key(key: str, example: str) -> str:
+    """The rules of a key a request chooses for its audio: a valid storage key with no `..` anywhere, ending
+    in an output format's extension."""
+    try:
+        check_key(key)
+    except ValueError:
+        raise ValueError(
+            f"is not a valid key: '/'-separated names of letters, digits, '.', '_' and '-', like {example}"
+        ) from None
+    if ".." in key:
+        raise ValueError(f"must not contain '..', like {example}")
+    if key.rpartition(".")[2].lower() not in FORMATS:
+        raise ValueError(
+            f"must end in the audio format's extension ({', '.join('.' + f for f in FORMATS)}), like {example}"
+        )
+    return key
+
+
+def _output_key(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.startswith("output/") or value == "output/":
+            raise ValueError("should be a key under output/, like output/stories/chapter-1.wav")
+        _named_key(value, "output/stories/chapter-1.wav")
+    return value
+
+
+def _output_prefix(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().rstrip("/") + "/"
+        if not value.startswith("output/"):
+            raise ValueError("should be a prefix under output/, like output/stories/")
+        try:
+            check_key(value.rstrip("/"))
+        except ValueError:
+            raise ValueError(
+                "is not a valid prefix: '/'-separated names of letters, digits, '.', '_' and '-', like output/stories/"
+            ) from None
+        if ".." in value:
+            raise ValueError("must not contain '..', like output/stories/")
+    return value
+
+
+def _output_url(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        where = "s3://bucket/key.wav in the worker's bucket (S3_BUCKET) or one listed in S3_EXTRA_BUCKETS"
+        try:
+            _, key = parse_s3_url(value)
+        except ValueError:
+            raise ValueError(f"should be an s3:// URL to store the audio at, {where}") from None
+        _named_key(key, "s3://bucket/stories/chapter-1.wav")
+    return value
+
+
 class SynthesizeRequest(_TimedRequest):
     operation: Literal["synthesize"] = "synthesize"
     voice: VoiceName | None = Field(None, validation_alias=AliasChoices("voice", "local_voice"))
-    voice_url: str | None = None
+    voice_url: str | None = Field(None, validation_alias=AliasChoices("voice_url", "voice_reference_url"))
     voice_base64: str | None = None
     ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
@@ -258,6 +383,35 @@ class SynthesizeRequest(_TimedRequest):
     output_format: Annotated[AudioFormat, BeforeValidator(_lower)] = "wav"
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
     quality: QualityRequest | None = None  # the quality guard; None = the worker's defaults
+    # Where the audio goes instead of output/<id>.<format>; its subtitles and video go next to it.
+    output_key: Annotated[str | None, BeforeValidator(_output_key)] = None
+    output_prefix: Annotated[str | None, BeforeValidator(_output_prefix)] = None
+    output_url: Annotated[str | None, BeforeValidator(_output_url)] = Field(
+        None,
+        validation_alias=AliasChoices("output_url", "audio_url"),  # the original API's audio_url
+    )
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        names = super().names_in(raw)
+        for key in ("local_voice", "voice"):
+            value = raw.get(key)
+            if isinstance(value, str) and value.strip().lower().startswith(_URL_PREFIXES):
+                names["voice_url"] = key
+        return names
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_of_named_output(cls, data: Any) -> Any:
+        """A named output's extension is the output format when `output_format` is not given."""
+        if isinstance(data, dict) and "output_format" not in data:
+            for key in ("output_key", "output_url", "audio_url"):
+                value = data.get(key)
+                ext = value.strip().rpartition(".")[2].lower() if isinstance(value, str) else ""
+                if ext in FORMATS:
+                    data = {**data, "output_format": ext}
+                    break
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -280,6 +434,15 @@ class SynthesizeRequest(_TimedRequest):
             raise ValueError(f"{given[1]}: give the voice once, as a name, voice_url or voice_base64")
         if self.ref_text is not None and self.voice is not None:
             raise ValueError("ref_text: only with voice_url or voice_base64 (library voices keep their own text)")
+        named = [k for k in ("output_url", "output_key", "output_prefix") if getattr(self, k) is not None]
+        if len(named) > 1:
+            raise ValueError(f"{named[1]}: give the output's place once: output_url, output_key or output_prefix")
+        key = self.output_key or self.output_url
+        if key is not None and key.rpartition(".")[2].lower() != self.output_format:
+            raise ValueError(
+                f"{named[0]}: ends in .{key.rpartition('.')[2]}, but output_format is {self.output_format}; "
+                "leave output_format out or make them agree"
+            )
         return self
 
 
@@ -327,6 +490,21 @@ class DeleteVoiceRequest(Request):
     voice_name: VoiceName = Field(validation_alias=AliasChoices("voice_name", "name"))
 
 
+class DownloadRequest(Request):
+    """A stored file again: a fresh URL for it, or its content."""
+
+    operation: Literal["download"] = "download"
+    key: str | None = None  # like output/<id>.wav
+    url: str | None = None  # a URL this worker returned earlier (an expired presigned one too)
+    inline: bool = False  # answer the content as base64
+
+    @model_validator(mode="after")
+    def _one(self) -> DownloadRequest:
+        if (self.key is None) == (self.url is None):
+            raise ValueError("give the file exactly once: key or url")
+        return self
+
+
 def _checked_text(value: str, info: ValidationInfo) -> str:
     value = value.strip()
     if not value:
@@ -343,6 +521,7 @@ REQUESTS: dict[str, type[Request]] = {
     "upload_voice": UploadVoiceRequest,
     "list_voices": ListVoicesRequest,
     "delete_voice": DeleteVoiceRequest,
+    "download": DownloadRequest,
 }
 
 
@@ -382,7 +561,11 @@ def parse_request(raw: object, limits: Limits) -> Request:
         raise InvalidInput("input: should be a JSON object")
     data = dict(raw)
     operation = _operation(data)
+    model = REQUESTS[operation]
+    names = model.names_in(data)
     try:
-        return REQUESTS[operation].model_validate(data, context={"limits": limits})
+        request = model.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
-        raise InvalidInput("; ".join(_describe(e) for e in exc.errors())) from None
+        raise InvalidInput(name_fields("; ".join(_describe(e) for e in exc.errors()), names)) from None
+    request._sent_names = names
+    return request

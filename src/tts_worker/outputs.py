@@ -1,0 +1,116 @@
+"""Where a job's files go, and whether they come back inside its result.
+
+`output_of(request, storage, stem, inline)` gives the job's `job.Output`:
+
+- by default each file is `output/<stem>.<ext>` or `timings/<stem>.<ext>` in the worker's bucket;
+- `output_key` (`output/dir/name.wav`) names the audio, and its subtitles and video go next to it
+  (`output/dir/name.srt`, `.mp4`); `output_prefix` (`output/dir/`) puts every file at `<prefix><stem>.<ext>`;
+- `output_url` (the original API's `audio_url`, `s3://bucket/dir/name.wav`) names the audio in the
+  worker's bucket or one listed in `S3_EXTRA_BUCKETS`, its other files next to it as for `output_key`.
+
+A named output replaces an object already at that key (the original API overwrote too); a job that
+then fails deletes what it wrote there, as it does with every file. In the worker's own bucket a
+named output may not go under `voices/` (the library) and `output_key`/`output_prefix` stay under
+`output/`.
+
+Files inline: with `return_base64`, or on RunPod without a bucket (`inline_reason`), every stored file
+also appears in the result as base64. RunPod answers at most `RESULT_MAX_BYTES` of JSON (its
+documented payload limit of /run, the smaller of /run's 10 MB and /runsync's 20 MB:
+docs.runpod.io/serverless/references/operations), so `check_size` fails a larger result with
+`ResultTooLarge`, naming what to change; the job's files are then deleted like any failed job's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tts_worker.errors import InvalidInput, ResultTooLarge
+from tts_worker.job import Output
+from tts_worker.schemas import Request, SynthesizeRequest, parse_s3_url
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
+    from tts_worker.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+RESULT_MAX_BYTES = 10_000_000
+BUCKET_SETTINGS = (
+    "S3_BUCKET with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL (or RunPod's "
+    "BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY)"
+)
+NO_BUCKET = "no-bucket"  # inline because the worker runs on RunPod without a bucket
+SETTING = "setting"  # inline because INLINE_FILES=on
+
+
+def inline_reason(settings: Settings, storage: Storage) -> str | None:
+    """Why every job's files go inline (`NO_BUCKET`, `SETTING`), or None when only a request's
+    `return_base64` asks for it. Logged once, at start."""
+    if settings.inline_files == "on":
+        logger.info("results: every job's files are also returned inline as base64 (INLINE_FILES=on)")
+        return SETTING
+    if settings.inline_files == "auto" and settings.on_runpod() and storage.name == "local":
+        logger.warning(
+            "results: files are returned inline as base64, since this worker runs on RunPod without a bucket "
+            "and no client can reach its disk; results over %d MB fail. For URLs, configure %s",
+            RESULT_MAX_BYTES // 1_000_000,
+            BUCKET_SETTINGS,
+        )
+        return NO_BUCKET
+    return None
+
+
+def output_of(request: Request, storage: Storage, stem: str, reason: str | None) -> Output:
+    """The `Output` of a job for `request`; `InvalidInput` naming the field when its place can't be used."""
+    inline = reason is not None or bool(getattr(request, "return_base64", False))
+    if not isinstance(request, SynthesizeRequest):
+        return Output(inline=inline)
+    if request.output_key is not None:
+        return Output(base=_base(request.output_key), inline=inline)
+    if request.output_prefix is not None:
+        return Output(base=request.output_prefix + stem, inline=inline)
+    if request.output_url is not None:
+        bucket, key = _bucket_and_key(request.output_url, storage)
+        return Output(base=_base(key), bucket=bucket, inline=inline)
+    return Output(inline=inline)
+
+
+def _base(key: str) -> str:
+    return key.rpartition(".")[0]
+
+
+def _bucket_and_key(url: str, storage: Storage) -> tuple[str | None, str]:
+    """(bucket, key) of an `output_url`; bucket None for the worker's own."""
+    bucket, key = parse_s3_url(url)
+    if not storage.buckets:
+        raise InvalidInput(
+            "output_url: storing at an s3:// URL needs S3 storage, and this worker has no bucket configured"
+        )
+    if bucket not in storage.buckets:
+        raise InvalidInput(
+            f"output_url: bucket {bucket!r} is not one this worker writes to (S3_BUCKET or S3_EXTRA_BUCKETS)"
+        )
+    if bucket == storage.bucket:
+        if key.startswith("voices/"):
+            raise InvalidInput("output_url: voices/ holds the voice library; store the audio under another key")
+        return None, key
+    return bucket, key
+
+
+def check_size(result: Any, output: Output, reason: str | None) -> None:
+    """`ResultTooLarge` when `result` (with its files inline) is more JSON than RunPod answers."""
+    size = len(json.dumps(result))
+    if size <= RESULT_MAX_BYTES:
+        return
+    mb, limit = size / 1_000_000, RESULT_MAX_BYTES // 1_000_000
+    too_large = f"with its files inline the result is {mb:.1f} MB, more than the {limit} MB RunPod answers with"
+    if reason == NO_BUCKET:
+        raise ResultTooLarge(
+            f"result: {too_large} (this worker has no bucket, so its files can only travel inside the result); "
+            f"configure a bucket to get URLs instead: {BUCKET_SETTINGS}"
+        )
+    if reason == SETTING:
+        raise ResultTooLarge(f"result: {too_large}; set INLINE_FILES=auto to get URLs from the bucket instead")
+    raise ResultTooLarge(f"return_base64: {too_large}; leave return_base64 out and fetch the files from their URLs")
