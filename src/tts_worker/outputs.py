@@ -54,8 +54,8 @@ def inline_reason(settings: Settings, storage: Storage) -> str | None:
     if settings.inline_files == "auto" and settings.on_runpod() and storage.name == "local":
         logger.warning(
             "results: files are returned inline as base64, since this worker runs on RunPod without a bucket "
-            "and no client can reach its disk; results over %d MB fail. For URLs, configure %s",
-            RESULT_MAX_BYTES // 1_000_000,
+            "and no client can reach its disk; results over %g MB fail. For URLs, configure %s",
+            RESULT_MAX_BYTES / 1_000_000,
             BUCKET_SETTINGS,
         )
         return NO_BUCKET
@@ -104,8 +104,8 @@ def check_size(result: Any, output: Output, reason: str | None) -> None:
     size = len(json.dumps(result))
     if size <= RESULT_MAX_BYTES:
         return
-    mb, limit = size / 1_000_000, RESULT_MAX_BYTES // 1_000_000
-    too_large = f"with its files inline the result is {mb:.1f} MB, more than the {limit} MB RunPod answers with"
+    mb, limit = size / 1_000_000, RESULT_MAX_BYTES / 1_000_000
+    too_large = f"with its files inline the result is {mb:.2f} MB, more than the {limit:g} MB RunPod answers with"
     if reason == NO_BUCKET:
         raise ResultTooLarge(
             f"result: {too_large} (this worker has no bucket, so its files can only travel inside the result); "

@@ -2,7 +2,8 @@
 
 `VoicePrompts.for_request(req)` resolves `voice` (a library name, or the built-in voice),
 `voice_url` or `voice_base64` into the engine's prepared `Reference` and a label for the result.
-Without `ref_text`, a fetched clip is transcribed with the baked ASR model.
+Without `ref_text`, an `s3://` clip's transcript is the `<stem>.txt` next to it when there is one (the
+original layout); any other fetched clip is transcribed with the baked ASR model.
 
 `ReferenceCache` is a per-worker LRU of prepared references bounded by entry count
 (`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about 1.2 MB of float32 on the
@@ -96,6 +97,8 @@ class VoicePrompts:
             where = "voice_url" if req.voice_url else "voice_base64"
             fetched = self.fetcher.fetch_audio(remote, field=where)
             text, text_field = req.ref_text, "ref_text"
+            if text is None and req.voice_url is not None:
+                text, text_field = self.fetcher.s3_transcript(req.voice_url, field=where), where
             if text is None:
                 text, text_field = self._transcribe(fetched.samples, fetched.sample_rate, req.language), where
             ref = self.cache.get_or_create(
