@@ -2,7 +2,8 @@
 
 Every failure becomes `{"error": "<code>: <message>"}` (a string, so RunPod marks
 the job FAILED) and the worker keeps serving; an unexpected exception is logged
-with its traceback and answered without one.
+with its traceback and answered without one. The field a message names is
+written as the request sent it (`schemas.name_fields`: `local_voice`, not `voice`).
 
 `make_handler` is the synchronous handler (tests, `--test_input`);
 `make_async_handler` runs it in a thread so RunPod's loop can hold up to
