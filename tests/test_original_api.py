@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import logging
 import time
 import uuid
@@ -403,3 +404,35 @@ def test_a_runpod_worker_with_a_bucket_links_its_files(worker, s3_server: Seawee
     assert w.inline is None
     out = ok(api(w), {"text": "Links.", **FAST})
     assert "base64" not in out["audio"] and httpx.get(out["audio_url"], timeout=10).status_code == 200
+
+
+def test_a_streamed_job_with_a_named_output_keeps_its_chunks_beside_it(local):
+    from tts_worker.handler import make_streaming_handler
+
+    client = TestClient(
+        WorkerAPI({"handler": make_streaming_handler(local.worker), "return_aggregate_stream": True}).rp_app
+    )
+    parts = ok(client, {"text": "Live from the studio.", "stream": True, "output_key": "output/live/show.flac", **FAST})
+    *chunks, whole = parts
+    assert [c["audio"]["key"] for c in chunks] == [f"output/live/show/chunk-{i:03d}.flac" for i in range(len(chunks))]
+    assert chunks and whole["type"] == "result" and whole["audio"]["key"] == "output/live/show.flac"
+    assert duration_of((local.root / "output/live/show.flac").read_bytes()) == pytest.approx(
+        whole["duration"], abs=1e-3
+    )
+
+
+def test_align_returns_its_files_inline_when_asked(local):
+    clip = base64.b64encode(encode(speech_like(2.0))).decode()
+    out = ok(local.client, {"operation": "align", "text": "Two seconds.", "audio_base64": clip,
+                            "subtitles": {"formats": ["json"]}, "return_base64": True})  # fmt: skip
+    stored = (local.root / out["subtitles"]["json"]["key"]).read_bytes()
+    assert base64.b64decode(out["subtitles"]["json"]["base64"]) == stored
+    assert [w["word"] for w in json.loads(stored)] == ["Two", "seconds."]
+
+
+def test_the_old_name_of_s3_extra_buckets_still_works(monkeypatch):
+    monkeypatch.delenv("S3_EXTRA_BUCKETS", raising=False)
+    monkeypatch.setenv("S3_FETCH_BUCKETS", "voices-archive, shared ")
+    assert Settings().extra_buckets() == ["voices-archive", "shared"]
+    monkeypatch.setenv("S3_EXTRA_BUCKETS", "new-name")
+    assert Settings().extra_buckets() == ["new-name"]
