@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
+from tts_worker.audio import FORMATS
 from tts_worker.errors import InvalidInput, ResultTooLarge
 from tts_worker.job import Output
-from tts_worker.schemas import Request, SynthesizeRequest, parse_s3_url
+from tts_worker.storage import check_key
 
 if TYPE_CHECKING:
+    from tts_worker.schemas import Request
     from tts_worker.settings import Settings
     from tts_worker.storage import Storage
 
@@ -43,6 +46,79 @@ BUCKET_SETTINGS = (
 )
 NO_BUCKET = "no-bucket"  # inline because the worker runs on RunPod without a bucket
 SETTING = "setting"  # inline because INLINE_FILES=on
+
+
+# -- the rules of a place a request names (the schema's validators of output_key, output_prefix, output_url) --
+
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+
+
+def parse_s3_url(value: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://bucket/key`; ValueError when it is not one."""
+    if not value.lower().startswith("s3://"):
+        raise ValueError("not an s3:// URL")
+    bucket, _, key = value[5:].partition("/")
+    if not _BUCKET.match(bucket) or not key:
+        raise ValueError("not s3://bucket/key")
+    return bucket, key
+
+
+def _named_key(key: str, example: str) -> str:
+    """The rules of a key a request chooses for its audio: a valid storage key with no `..` anywhere, ending
+    in an output format's extension."""
+    try:
+        check_key(key)
+    except ValueError:
+        raise ValueError(
+            f"is not a valid key: '/'-separated names of letters, digits, '.', '_' and '-', like {example}"
+        ) from None
+    if ".." in key:
+        raise ValueError(f"must not contain '..', like {example}")
+    if key.rpartition(".")[2].lower() not in FORMATS:
+        raise ValueError(
+            f"must end in the audio format's extension ({', '.join('.' + f for f in FORMATS)}), like {example}"
+        )
+    return key
+
+
+def output_key_rule(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.startswith("output/") or value == "output/":
+            raise ValueError("should be a key under output/, like output/stories/chapter-1.wav")
+        _named_key(value, "output/stories/chapter-1.wav")
+    return value
+
+
+def output_prefix_rule(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().rstrip("/") + "/"
+        if not value.startswith("output/"):
+            raise ValueError("should be a prefix under output/, like output/stories/")
+        try:
+            check_key(value.rstrip("/"))
+        except ValueError:
+            raise ValueError(
+                "is not a valid prefix: '/'-separated names of letters, digits, '.', '_' and '-', like output/stories/"
+            ) from None
+        if ".." in value:
+            raise ValueError("must not contain '..', like output/stories/")
+    return value
+
+
+def output_url_rule(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        where = "s3://bucket/key.wav in the worker's bucket (S3_BUCKET) or one listed in S3_EXTRA_BUCKETS"
+        try:
+            _, key = parse_s3_url(value)
+        except ValueError:
+            raise ValueError(f"should be an s3:// URL to store the audio at, {where}") from None
+        _named_key(key, "s3://bucket/stories/chapter-1.wav")
+    return value
+
+
+# -- the job's Output ----------------------------------------------------------------------------------
 
 
 def inline_reason(settings: Settings, storage: Storage) -> str | None:
@@ -65,14 +141,13 @@ def inline_reason(settings: Settings, storage: Storage) -> str | None:
 def output_of(request: Request, storage: Storage, stem: str, reason: str | None) -> Output:
     """The `Output` of a job for `request`; `InvalidInput` naming the field when its place can't be used."""
     inline = reason is not None or bool(getattr(request, "return_base64", False))
-    if not isinstance(request, SynthesizeRequest):
-        return Output(inline=inline)
-    if request.output_key is not None:
-        return Output(base=_base(request.output_key), inline=inline)
-    if request.output_prefix is not None:
-        return Output(base=request.output_prefix + stem, inline=inline)
-    if request.output_url is not None:
-        bucket, key = _bucket_and_key(request.output_url, storage)
+    key, prefix, url = (getattr(request, f, None) for f in ("output_key", "output_prefix", "output_url"))
+    if key is not None:
+        return Output(base=_base(key), inline=inline)
+    if prefix is not None:
+        return Output(base=prefix + stem, inline=inline)
+    if url is not None:
+        bucket, key = _bucket_and_key(url, storage)
         return Output(base=_base(key), bucket=bucket, inline=inline)
     return Output(inline=inline)
 

@@ -3,6 +3,9 @@ place where the original API's aliases are mapped to canonical names.
 
 `parse_request(raw, limits)` returns a validated request or raises
 `InvalidInput` / `UnknownOperation` with one message naming every bad field.
+The nested objects (`subtitles`, `video`, `quality`, the original `options`) are
+in `tts_worker.options`; the rules of a place a request names for its output
+(`output_key`, `output_prefix`, `output_url`) in `tts_worker.outputs`.
 
 Errors name the field as the user sent it. The request remembers which alias
 each field came in as (`Request.sent_names`: canonical name -> sent name), and
@@ -32,9 +35,15 @@ from pydantic import (
 
 from tts_worker.audio import FORMATS, AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation
-from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
-from tts_worker.storage import check_key
-from tts_worker.subtitles import SubtitleFormat, SubtitleOptions
+from tts_worker.options import (
+    AlignQualityRequest,
+    QualityRequest,
+    SubtitlesRequest,
+    VideoRequest,
+    original_subtitle_options,
+    subtitle_options,
+)
+from tts_worker.outputs import output_key_rule, output_prefix_rule, output_url_rule
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -140,128 +149,6 @@ Language = Annotated[str, BeforeValidator(_language)]
 RefText = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
-class SubtitlesRequest(BaseModel):
-    """Which subtitle files to write and how they look. Style fields left out take the defaults of
-    `tts_worker.subtitles.SubtitleOptions` (documented in docs/API.md); that class checks the values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    formats: list[SubtitleFormat] = Field(["ass", "srt", "vtt"], min_length=1)
-    font: str | None = None
-    font_size: int | None = None
-    primary_colour: str | None = None
-    highlight_colour: str | None = None
-    outline_colour: str | None = None
-    outline: float | None = None
-    shadow: float | None = None
-    position: str | None = None
-    margin_v: int | None = None
-    resolution: str | None = None
-    karaoke: str | None = None
-    max_chars_per_line: int | None = None
-    max_words_per_line: int | None = None
-    max_lines: int | None = None
-    split_pause: float | None = None
-    cue_level: str | None = None
-
-    @field_validator("formats", mode="before")
-    @classmethod
-    def _formats(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            value = list(dict.fromkeys(v.lower().strip() if isinstance(v, str) else v for v in value))
-        return value
-
-    @field_validator("*")
-    @classmethod
-    def _style_field(cls, value: Any, info: ValidationInfo) -> Any:
-        # Each style value is checked by the subtitle builder's own rules, so they live in one place.
-        name = info.field_name or ""
-        if name != "formats" and value is not None:
-            _subtitle_options({name: value}, name)
-        return value
-
-    @model_validator(mode="after")
-    def _style(self) -> SubtitlesRequest:
-        _subtitle_options(self.style(), None)  # rules that span fields (margin_v within the resolution)
-        return self
-
-    def style(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"formats"}, exclude_none=True)
-
-
-_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
-
-
-class VideoRequest(BaseModel):
-    """A rendered MP4 of the job's audio with its karaoke burnt in (`tts_worker.video`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    resolution: Literal["vertical", "landscape", "square"] | None = None  # None: the subtitles', else landscape
-    background: str = "#000000"
-    format: Literal["mp4"] = "mp4"
-
-    @field_validator("background")
-    @classmethod
-    def _background(cls, value: str) -> str:
-        value = value.strip()
-        if not value or (value.startswith("#") and not _COLOUR.match(value)):
-            raise ValueError("should be a colour written as #RRGGBB, or an image URL (https://, s3://) or base64")
-        return value
-
-
-def _subtitle_options(style: dict[str, Any], field: str | None) -> None:
-    try:
-        SubtitleOptions(**style)
-    except ValueError as exc:
-        message = str(exc)
-        raise ValueError(message.removeprefix(f"{field} ") if field else message) from None
-
-
-def _original_subtitle_options(data: Any) -> Any:
-    """The original API's `options: {create_subtitles, subtitle_format}` -> `subtitles: {formats}`."""
-    if not isinstance(data, dict) or "options" not in data:
-        return data
-    data = dict(data)
-    options = data.pop("options")
-    if not isinstance(options, dict):
-        raise ValueError("options: should be an object")
-    unknown = sorted(set(options) - {"create_subtitles", "subtitle_format"})
-    if unknown:
-        raise ValueError(f"options.{unknown[0]}: unknown field")
-    create = options.get("create_subtitles", False)
-    if not isinstance(create, bool):
-        raise ValueError("options.create_subtitles: should be a valid boolean")
-    if create and "subtitles" not in data:
-        fmt = options.get("subtitle_format", "ass")
-        if not isinstance(fmt, str):
-            raise ValueError("options.subtitle_format: should be a string")
-        data["subtitles"] = {"formats": [fmt]}
-    return data
-
-
-class QualityRequest(BaseModel):
-    """A synthesize request's `quality`. Fields left out take the worker's settings (QUALITY_MODE,
-    QUALITY_MAX_ATTEMPTS) and DEFAULT_MAX_ERROR_RATE."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    mode: QualityMode | None = None
-    max_attempts: int | None = Field(None, ge=1, le=MAX_QUALITY_ATTEMPTS)
-    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
-
-
-class AlignQualityRequest(BaseModel):
-    """An align request's `quality`: existing audio can only be checked, not re-sampled."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    mode: Literal["off", "check"] = "check"
-    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
-
-
 class _TimedRequest(Request):
     """A text to be spoken or aligned, with what to return about its timing."""
 
@@ -282,14 +169,14 @@ class _TimedRequest(Request):
     @model_validator(mode="before")
     @classmethod
     def _options(cls, data: Any) -> Any:
-        return _original_subtitle_options(data)
+        return original_subtitle_options(data)
 
     @model_validator(mode="after")
     def _video_style(self) -> _TimedRequest:
         """The subtitle style must also hold at the video's resolution (margin_v within its height)."""
         if self.video is not None and self.video.resolution is not None and self.subtitles is not None:
             try:
-                _subtitle_options({**self.subtitles.style(), "resolution": self.video.resolution}, None)
+                subtitle_options({**self.subtitles.style(), "resolution": self.video.resolution}, None)
             except ValueError as exc:
                 raise ValueError(f"video.resolution: at {self.video.resolution}, subtitles.{exc}") from None
         return self
@@ -298,74 +185,6 @@ class _TimedRequest(Request):
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
         return _checked_text(value, info)
-
-
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-
-
-def parse_s3_url(value: str) -> tuple[str, str]:
-    """(bucket, key) of `s3://bucket/key`; ValueError when it is not one."""
-    if not value.lower().startswith("s3://"):
-        raise ValueError("not an s3:// URL")
-    bucket, _, key = value[5:].partition("/")
-    if not _BUCKET.match(bucket) or not key:
-        raise ValueError("not s3://bucket/key")
-    return bucket, key
-
-
-def _named_key(key: str, example: str) -> str:
-    """The rules of a key a request chooses for its audio: a valid storage key with no `..` anywhere, ending
-    in an output format's extension."""
-    try:
-        check_key(key)
-    except ValueError:
-        raise ValueError(
-            f"is not a valid key: '/'-separated names of letters, digits, '.', '_' and '-', like {example}"
-        ) from None
-    if ".." in key:
-        raise ValueError(f"must not contain '..', like {example}")
-    if key.rpartition(".")[2].lower() not in FORMATS:
-        raise ValueError(
-            f"must end in the audio format's extension ({', '.join('.' + f for f in FORMATS)}), like {example}"
-        )
-    return key
-
-
-def _output_key(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        if not value.startswith("output/") or value == "output/":
-            raise ValueError("should be a key under output/, like output/stories/chapter-1.wav")
-        _named_key(value, "output/stories/chapter-1.wav")
-    return value
-
-
-def _output_prefix(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip().rstrip("/") + "/"
-        if not value.startswith("output/"):
-            raise ValueError("should be a prefix under output/, like output/stories/")
-        try:
-            check_key(value.rstrip("/"))
-        except ValueError:
-            raise ValueError(
-                "is not a valid prefix: '/'-separated names of letters, digits, '.', '_' and '-', like output/stories/"
-            ) from None
-        if ".." in value:
-            raise ValueError("must not contain '..', like output/stories/")
-    return value
-
-
-def _output_url(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        where = "s3://bucket/key.wav in the worker's bucket (S3_BUCKET) or one listed in S3_EXTRA_BUCKETS"
-        try:
-            _, key = parse_s3_url(value)
-        except ValueError:
-            raise ValueError(f"should be an s3:// URL to store the audio at, {where}") from None
-        _named_key(key, "s3://bucket/stories/chapter-1.wav")
-    return value
 
 
 class SynthesizeRequest(_TimedRequest):
@@ -384,9 +203,9 @@ class SynthesizeRequest(_TimedRequest):
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
     quality: QualityRequest | None = None  # the quality guard; None = the worker's defaults
     # Where the audio goes instead of output/<id>.<format>; its subtitles and video go next to it.
-    output_key: Annotated[str | None, BeforeValidator(_output_key)] = None
-    output_prefix: Annotated[str | None, BeforeValidator(_output_prefix)] = None
-    output_url: Annotated[str | None, BeforeValidator(_output_url)] = Field(
+    output_key: Annotated[str | None, BeforeValidator(output_key_rule)] = None
+    output_prefix: Annotated[str | None, BeforeValidator(output_prefix_rule)] = None
+    output_url: Annotated[str | None, BeforeValidator(output_url_rule)] = Field(
         None,
         validation_alias=AliasChoices("output_url", "audio_url"),  # the original API's audio_url
     )
