@@ -332,6 +332,9 @@ def test_a_bucket_in_the_original_layout_is_a_voice_library_as_it_is(s3):
     assert (entry["voice_file"], entry["text_file"]) == (f"{name}.wav", f"{name}.txt")
     out = ok(s3.client, {"text": "Spoken in the seed voice.", "local_voice": f"{name}.wav", **FAST})
     assert out["voice"] == name
+    hits = s3.worker.prompts.cache.hits
+    ok(s3.client, {"text": "Again, prepared once.", "local_voice": name, **FAST})
+    assert s3.worker.prompts.cache.hits == hits + 1  # keyed by the clip's content: prepared once
     audio = httpx.get(out["audio_url"], timeout=10).content
     assert duration_of(audio) == pytest.approx(out["duration"], abs=1e-3)
     # Nothing rewrote the original files, and no sidecar appeared.
@@ -436,3 +439,20 @@ def test_the_old_name_of_s3_extra_buckets_still_works(monkeypatch):
     assert Settings().extra_buckets() == ["voices-archive", "shared"]
     monkeypatch.setenv("S3_EXTRA_BUCKETS", "new-name")
     assert Settings().extra_buckets() == ["new-name"]
+
+
+def test_streamed_chunks_count_towards_the_inline_limit(worker, tmp_path, monkeypatch):
+    """With return_aggregate_stream, RunPod answers the partial results and the result in one list."""
+    from tts_worker.handler import make_streaming_handler
+
+    w = local_worker(worker, tmp_path / "disk", runpod_endpoint_id="ep-test")
+    client = TestClient(WorkerAPI({"handler": make_streaming_handler(w), "return_aggregate_stream": True}).rp_app)
+    job = {"text": "Streamed and inline.", "stream": True, "word_timings": False, **FAST}
+    *chunks, whole = ok(client, job)
+    assert chunks and all("base64" in c["audio"] for c in chunks) and "base64" in whole["audio"]
+    alone = len(json.dumps(whole))
+    monkeypatch.setattr(outputs, "RESULT_MAX_BYTES", alone + 100)  # the result fits, not with its chunks
+    reply = client.post("/runsync", json={"input": job}).json()
+    # The local API lists a generator's yields, the error last (on RunPod the job is FAILED).
+    error = reply["output"][-1]["error"] if reply.get("output") else reply["error"]
+    assert error.startswith("result_too_large: result: with its files inline the result with the chunks streamed")

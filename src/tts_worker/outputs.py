@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tts_worker.audio import FORMATS
 from tts_worker.errors import InvalidInput, ResultTooLarge
-from tts_worker.job import Output
+from tts_worker.job import Emit, Output
 from tts_worker.storage import check_key
 
 if TYPE_CHECKING:
@@ -174,13 +174,30 @@ def _bucket_and_key(url: str, storage: Storage) -> tuple[str | None, str]:
     return bucket, key
 
 
-def check_size(result: Any, output: Output, reason: str | None) -> None:
-    """`ResultTooLarge` when `result` (with its files inline) is more JSON than RunPod answers."""
-    size = len(json.dumps(result))
+class Tally:
+    """The JSON bytes of a streaming job's partial results: with `return_aggregate_stream` RunPod answers
+    them all, with the result, in one list."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def counting(self, emit: Emit) -> Emit:
+        def counted(partial: dict[str, Any]) -> None:
+            self.bytes += len(json.dumps(partial)) + 2  # and its separator in the list
+            emit(partial)
+
+        return counted
+
+
+def check_size(result: Any, reason: str | None, streamed: int = 0) -> None:
+    """`ResultTooLarge` when `result` (with its files inline), after `streamed` bytes of partial results,
+    is more JSON than RunPod answers."""
+    size = len(json.dumps(result)) + streamed
     if size <= RESULT_MAX_BYTES:
         return
     mb, limit = size / 1_000_000, RESULT_MAX_BYTES / 1_000_000
-    too_large = f"with its files inline the result is {mb:.2f} MB, more than the {limit:g} MB RunPod answers with"
+    what = "the result with the chunks streamed before it" if streamed else "the result"
+    too_large = f"with its files inline {what} is {mb:.2f} MB, more than the {limit:g} MB RunPod answers with"
     if reason == NO_BUCKET:
         raise ResultTooLarge(
             f"result: {too_large} (this worker has no bucket, so its files can only travel inside the result); "

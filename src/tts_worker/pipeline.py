@@ -106,9 +106,12 @@ class Worker:
         self._remove_orphans()
         with self._job(job_id, progress, emit) as job:
             job.output = outputs.output_of(request, self.storage, job.stem, self.inline)
+            streamed = outputs.Tally()
+            if job.output.inline and job.emit is not None:
+                job.emit = streamed.counting(job.emit)
             result = self._dispatch(request, job)
             if job.output.inline:
-                outputs.check_size(result, job.output, self.inline)
+                outputs.check_size(result, self.inline, streamed.bytes)
             return result
 
     def _dispatch(self, request: Request, job: Job) -> Result:

@@ -8,11 +8,13 @@ original layout); any other fetched clip is transcribed with the baked ASR model
 `ReferenceCache` is a per-worker LRU of prepared references bounded by entry count
 (`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about 1.2 MB of float32 on the
 model's device, so the default holds about 20 MB). Keys come from `voices.reference_key(audio
-sha256, ref_text)`; a library voice's key comes from its sidecar, so a warm job skips the download.
+sha256, ref_text)`; a library voice's key comes from its sidecar, so a warm job skips the download
+(a voice in the original layout, without a sidecar, is downloaded and hashed, and skips the preparation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -113,10 +115,14 @@ class VoicePrompts:
         if cached is not None:
             return cached, name
         voice = self.voices.get(name)
+        if key is None:  # a voice in the original layout has no sidecar: key it by what was just read
+            key = reference_key(hashlib.sha256(voice.audio).hexdigest(), voice.ref_text)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, name
         samples, rate = audio.decode(voice.audio, field="voice")
         ref = self._prepare(samples, rate, voice.ref_text, "voice", "voice")
-        if key:
-            self.cache.put(key, ref)
+        self.cache.put(key, ref)
         return ref, name
 
     def _prepare(self, samples: np.ndarray, rate: int, text: str, where: str, text_field: str) -> Reference:
