@@ -336,8 +336,8 @@ def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[st
     return {
         "bare": bare_s,
         "served": served_s,
-        "stages": best["processing_time"]["stages"],
-        "pipeline_total": best["processing_time"]["total"],
+        "stages": best["processing_stages"],
+        "pipeline_total": best["processing_time"],
         "chunks": len(best["chunks"]),
         "duration": best["duration"],
         "bare_duration": len(wave) / 24_000,
@@ -603,14 +603,14 @@ def render(report: Report) -> str:
         ),
         "",
         f"The worker's own work around the model (reference, post-processing, encoding, storage and the rest of "
-        f"its `processing_time`, plus the handler's validation): {around:.3f} s = {around / synthesis * 100:.2f} % "
+        f"its `processing_stages`, plus the handler's validation): {around:.3f} s = {around / synthesis * 100:.2f} % "
         "of the synthesis time. This part does not depend on the machine's load; the wall-clock ratio above does "
         "(both sides run the same sampling code on the same model objects; their difference moves with the load).",
         "",
         f"torch threads after the worker loaded its models: {oh.get('torch_threads')} on "
         f"{os.cpu_count()} logical cores. Jobs run in the async handler's threads, as in production.",
         "",
-        "Where the worker's job time goes (its `processing_time`):",
+        "Where the worker's job time goes (its `processing_stages`; `processing_time` is the total):",
         "",
         "| stage | seconds | share |",
         "|---|---:|---:|",

@@ -76,7 +76,7 @@ def test_original_api_subtitle_request(handler, worker):
     spoken = " ".join(e.plaintext.replace("\n", " ") for e in ass.events)
     assert spoken.split() == TEXT.split()
     assert ass.events[0].start >= 0 and ass.events[-1].end <= round(out["duration"] * 1000) + 10
-    assert {"alignment", "subtitles"} <= set(out["processing_time"]["stages"])
+    assert {"alignment", "subtitles"} <= set(out["processing_stages"])
 
 
 def test_every_subtitle_format_is_stored_and_parses(handler, worker):
@@ -99,7 +99,7 @@ def test_every_subtitle_format_is_stored_and_parses(handler, worker):
 def test_timings_can_be_turned_off(handler):
     out = ok(handler, {"text": "Audio only, please.", "word_timings": False, **FAST})
     assert "word_timings" not in out and "subtitles" not in out
-    assert "alignment" not in out["processing_time"]["stages"]
+    assert "alignment" not in out["processing_stages"]
 
 
 def test_bad_subtitle_options_name_the_field(handler):
@@ -108,7 +108,7 @@ def test_bad_subtitle_options_name_the_field(handler):
     msg = error(
         handler, {"text": "a", "options": {"subtitle_format": "docx", "create_subtitles": True}}, "invalid_input"
     )
-    assert msg.startswith("invalid_input: options.subtitle_format: ")  # the field the request gave
+    assert msg.startswith("invalid_input: options.subtitle_format: should be 'ass', ")  # the field as it was sent
     assert "language:" in error(handler, {"text": "a", "language": "klingon"}, "invalid_input")
 
 
@@ -234,7 +234,7 @@ def test_synthesize_with_a_voice_url(web_handler, site):
 
 def test_production_fetcher_refuses_loopback(handler, site):
     msg = error(handler, {"text": "x", "local_voice": f"{site[0]}/voice.wav", "ref_text": "t"}, "invalid_input")
-    assert msg.startswith("invalid_input: voice_url: ") and "loopback" in msg
+    assert msg.startswith("invalid_input: local_voice: ") and "loopback" in msg  # named as it was sent
 
 
 # -- S3 storage ---------------------------------------------------------------------------------------

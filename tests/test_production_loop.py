@@ -8,6 +8,7 @@ the concurrency test and then is given a model failure for the refresh test.
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def assert_intact(worker: WorkerProcess, result: Result, job_input: dict[str, An
     """The stored file decodes to exactly the samples the result reports, about as long as the text needs."""
     samples, rate = read_output(worker, result)
     out = result.output
+    # On RunPod without a bucket the worker's disk is out of the client's reach: the file comes inline.
+    assert base64.b64decode(out["audio"]["base64"]) == (worker.storage_dir / out["audio"]["key"]).read_bytes()
     assert rate == SAMPLE_RATE == out["sample_rate"]
     assert len(samples) == out["samples"] and abs(len(samples) / rate - out["duration"]) < 1e-3
     expected = len(job_input["text"]) / DEFAULT_VOICE_CHARS_PER_SECOND / job_input.get("speed", 1.0)

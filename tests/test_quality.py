@@ -19,9 +19,9 @@ import torch
 
 from tts_worker import audio, quality, tts
 from tts_worker.batching import Batcher
+from tts_worker.options import QualityRequest
 from tts_worker.quality import AsrJudge, Loudness, Policy, Verdict, comparable, word_error_rate
 from tts_worker.retakes import Retakes, attempt_seed
-from tts_worker.schemas import QualityRequest
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, Settings
 from tts_worker.voices import default_voice
 from tts_worker.words import WordTiming
@@ -583,7 +583,7 @@ def test_worker_off_is_byte_identical_and_check_keeps_the_audio(worker):
     assert worker.storage.get(checked["audio"]["key"]) == worker.storage.get(plain["audio"]["key"])
     assert checked["quality"]["mode"] == "check" and checked["quality"]["passed"] is False
     assert all(c["quality"]["attempts"] == 1 and c["quality"]["passed"] is False for c in checked["chunks"])
-    assert "quality" in checked["processing_time"]["stages"] and "quality" not in plain["processing_time"]["stages"]
+    assert "quality" in checked["processing_stages"] and "quality" not in plain["processing_stages"]
 
 
 def test_worker_retry_reports_every_chunk_and_completes_when_chunks_still_fail(worker):

@@ -91,7 +91,7 @@ def test_synthesize_stores_an_h264_aac_mp4_as_long_as_the_audio(synthesized):
     out, path = synthesized
     assert out["video_url"] == out["video"]["url"] and out["video"]["content_type"] == "video/mp4"
     assert out["video"]["key"] == out["audio"]["key"].rsplit(".", 1)[0] + ".mp4"
-    assert out["video"]["size"] == path.stat().st_size and "video" in out["processing_time"]["stages"]
+    assert out["video"]["size"] == path.stat().st_size and "video" in out["processing_stages"]
     info = probe(path)
     streams = {s["codec_type"]: s for s in info["streams"]}
     assert sorted(streams) == ["audio", "video"] and len(info["streams"]) == 2
@@ -137,9 +137,7 @@ def test_align_renders_over_a_background_image_cropped_to_the_frame(handler, wor
          "video": {"resolution": "square", "background": background}},
     )  # fmt: skip
     # A video needs the timings: asked for it alone, the job aligns anyway (and returns them, as with subtitles).
-    assert (
-        "subtitles" not in aligned and aligned["word_timings"] and "alignment" in aligned["processing_time"]["stages"]
-    )
+    assert "subtitles" not in aligned and aligned["word_timings"] and "alignment" in aligned["processing_stages"]
     path = tmp_path / "a.mp4"
     path.write_bytes(worker.storage.get(aligned["video"]["key"]))
     v = next(s for s in probe(path)["streams"] if s["codec_type"] == "video")

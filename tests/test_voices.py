@@ -13,12 +13,13 @@ import pytest
 import soundfile as sf
 
 from s3server import SeaweedS3, s3_server, s3_settings
-from tts_worker import voices
+from tts_worker import voice_import
 from tts_worker.audio import trim_at_pause
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound
 from tts_worker.references import ReferenceCache
 from tts_worker.storage import LocalStorage, S3Storage, StoredObject
-from tts_worker.voices import VoiceLibrary, import_seed, reference_key
+from tts_worker.voice_import import import_seed
+from tts_worker.voices import VoiceLibrary, reference_key
 
 __all__ = ["s3_server"]
 
@@ -84,6 +85,9 @@ def test_upload_converts_to_mono_24k_and_writes_a_sidecar(library: VoiceLibrary,
     assert sf.info(io.BytesIO(wav)).subtype == "PCM_16"
     sidecar = json.loads(storage.get("voices/my-voice.json"))
     assert sidecar["sha256"] == hashlib.sha256(wav).hexdigest() == info.sha256
+    assert sidecar["ref_text_source"] == "given" and sidecar["replaced_ref_text"] is None
+    # The original layout's transcript too, so the original API's tools read the bucket as they did.
+    assert storage.get("voices/my-voice.txt") == b"Hello there, world.\n"
     assert {k: sidecar[k] for k in ("ref_text", "language", "sample_rate")} == {
         "ref_text": "Hello there, world.",
         "language": "en",
@@ -98,11 +102,11 @@ def test_upload_converts_to_mono_24k_and_writes_a_sidecar(library: VoiceLibrary,
 def test_an_existing_name_is_replaced_only_when_asked(library: VoiceLibrary):
     first = library.upload("anna", encode(speech_like(3.0)), "First text.", "en")
     with pytest.raises(InvalidInput, match=r"^voice_name: a voice named 'anna' already exists; set replace"):
-        library.upload("anna", encode(speech_like(5.0)), "Second text.", "en")
+        library.upload("anna", encode(speech_like(5.0)), "The second text.", "en")
     assert library.get("anna").ref_text == "First text."
-    second = library.upload("anna", encode(speech_like(5.0)), "Second text.", "de", replace=True)
+    second = library.upload("anna", encode(speech_like(5.0)), "The second text.", "de", replace=True)
     assert second.sha256 != first.sha256
-    assert library.get("anna").ref_text == "Second text." and library.info("anna").language == "de"
+    assert library.get("anna").ref_text == "The second text." and library.info("anna").language == "de"
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", ".hidden", "x" * 65, "café", "default", "a..b"])
@@ -162,21 +166,40 @@ def test_a_trimmed_clip_is_transcribed_again(library: VoiceLibrary):
 
     def transcribe(samples: np.ndarray, rate: int) -> str:
         heard.append((len(samples), rate))
-        return " what remains after the trim "
+        return " what remains after the trim, spoken   calmly and clearly "
 
-    info = library.upload("long", encode(speech_like(20.0)), "Stale text.", "en", transcribe=transcribe)
+    info = library.upload("long", encode(speech_like(20.0)), "The stale text of all twenty seconds.", "en",
+                          transcribe=transcribe)  # fmt: skip
     assert heard and heard[0][1] == RATE and heard[0][0] <= 12 * RATE
-    assert info.ref_text == "what remains after the trim" and info.trimmed_from == pytest.approx(20.0)
+    assert info.ref_text == "what remains after the trim, spoken calmly and clearly"
+    assert info.trimmed_from == pytest.approx(20.0)
     assert info.duration == pytest.approx(heard[0][0] / RATE, abs=1e-3)
-    assert library.get("long").ref_text == "what remains after the trim"
+    assert library.get("long").ref_text == "what remains after the trim, spoken calmly and clearly"
+    # The replaced text is said and recorded, never silently dropped.
+    assert info.ref_text_source == "transcribed"
+    assert library.info("long").replaced_ref_text == "The stale text of all twenty seconds."
+    [warning] = info.warnings()
+    assert warning.startswith(f"ref_text: the clip was trimmed from 20 s to {info.duration:g} s at a pause")
+
+
+def test_a_text_that_cannot_be_the_clips_is_refused_at_upload(library: VoiceLibrary, storage):
+    """The rule synthesis applies to a reference (engine.check_reference_text), applied when the voice is
+    stored: the library never holds a voice that every synthesis would refuse."""
+    with pytest.raises(InvalidInput, match=r"^ref_text: 2 characters for 10.0 s of reference audio is too short"):
+        library.upload("terse", encode(speech_like(10.0)), "Hi", "en")
+    with pytest.raises(InvalidInput, match=r"^ref_text: .* is too long"):
+        library.upload("wordy", encode(speech_like(2.0)), "word " * 100, "en")
+    with pytest.raises(InvalidAudio, match=r"^voice_file: the speech recognition heard 2 characters in 10.0 s"):
+        library.upload("misheard", encode(speech_like(10.0)), None, "en", transcribe=lambda s, r: "Hm")
+    assert storage.list("voices/") == []
 
 
 def test_missing_text_needs_a_transcriber(library: VoiceLibrary):
     with pytest.raises(InvalidInput, match=r"^ref_text: is required"):
         library.upload("quiet", encode(speech_like(3.0)), None, "en")
     assert (
-        library.upload("quiet", encode(speech_like(3.0)), "", "en", transcribe=lambda s, r: "Heard.").ref_text
-        == "Heard."
+        library.upload("quiet", encode(speech_like(3.0)), "", "en", transcribe=lambda s, r: "Heard it all.").ref_text
+        == "Heard it all."
     )
     with pytest.raises(InvalidAudio, match="no speech was recognised"):
         library.upload("mute", encode(speech_like(3.0)), None, "en", transcribe=lambda s, r: "  ")
@@ -204,16 +227,16 @@ class SidecarFails:
 def test_a_failed_sidecar_write_leaves_no_usable_voice(storage):
     failing = VoiceLibrary(SidecarFails(storage))  # type: ignore[arg-type]
     with pytest.raises(StorageError):
-        failing.upload("half", encode(speech_like(3.0)), "Text.", "en")
+        failing.upload("half", encode(speech_like(3.0)), "Some text here.", "en")
     assert storage.list("voices/") == []  # the audio was removed again
     with pytest.raises(VoiceNotFound):
         VoiceLibrary(storage).get("half")
 
     # Replacing: the old voice is unpublished before the new audio lands, so old text never pairs with it.
     library = VoiceLibrary(storage)
-    library.upload("both", encode(speech_like(3.0)), "Old text.", "en")
+    library.upload("both", encode(speech_like(3.0)), "The old text.", "en")
     with pytest.raises(StorageError):
-        failing.upload("both", encode(speech_like(4.0)), "New text.", "en", replace=True)
+        failing.upload("both", encode(speech_like(4.0)), "The new text.", "en", replace=True)
     with pytest.raises(VoiceNotFound):
         library.get("both")
     assert library.list().voices == []
@@ -249,7 +272,7 @@ def test_list_is_paginated_with_metadata(library: VoiceLibrary, storage):
 
 
 def test_delete_removes_the_voice(library: VoiceLibrary, storage):
-    library.upload("gone", encode(speech_like(2.0)), "Bye.", "en")
+    library.upload("gone", encode(speech_like(2.0)), "Bye for now.", "en")
     library.delete("gone.wav")
     assert storage.list("voices/") == []
     with pytest.raises(VoiceNotFound):
@@ -289,17 +312,75 @@ def test_import_command(tmp_path: Path, monkeypatch):
     for name in ("S3_BUCKET", "AWS_ENDPOINT_URL", "BUCKET_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STORAGE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "no-models"))  # untold.wav has no text and no ASR to make one
     seed = seed_dir(tmp_path)
-    assert voices.main(["import", str(seed)]) == 1  # two of the files can't be imported
+    assert voice_import.main(["import", str(seed)]) == 1  # two of the files can't be imported
     assert sorted(p.name for p in (tmp_path / "store" / "voices").iterdir()) == [
         "host.json",
+        "host.txt",
         "host.wav",
         "narrator.json",
+        "narrator.txt",
         "narrator.wav",
     ]
     for bad in ("bad name!", "untold"):
         (seed / f"{bad}.wav").unlink()
-    assert voices.main(["import", str(seed), "--replace"]) == 0
+    assert voice_import.main(["import", str(seed), "--replace"]) == 0
+
+
+def test_import_transcribes_clips_without_text_and_can_write_the_transcripts(library: VoiceLibrary, tmp_path: Path):
+    seed = seed_dir(tmp_path)
+    (seed / "bad name!.wav").unlink()
+    heard: list[float] = []
+
+    def transcribe(samples: np.ndarray, rate: int) -> str:
+        heard.append(len(samples) / rate)
+        return "A transcript of this clip."
+
+    report = import_seed(library, seed, language="en", transcribe=transcribe, write_txt=True)
+    assert report.imported == ["host", "narrator", "untold"] and report.failed == {}
+    assert report.transcribed == ["untold"] and heard == [pytest.approx(2.0)]  # only the clip without text
+    assert library.get("untold").ref_text == "A transcript of this clip."
+    assert library.info("untold").ref_text_source == "transcribed"
+    assert (seed / "untold.txt").read_text(encoding="utf-8") == "A transcript of this clip.\n"
+    assert (seed / "host.txt").read_text(encoding="utf-8") == "Welcome back."  # the user's files are untouched
+
+
+def _import_in_a_process(seed: Path, env: dict[str, str]) -> tuple[int, bool, str]:
+    """`voice_import.main` in a fresh interpreter: (exit code, whether torch got imported, log)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tts_worker.voice_import import main; rc = main(['import', sys.argv[1]]); "
+        "print('TORCH', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(seed)], env=env, capture_output=True, text=True, timeout=300)
+    return out.returncode, "TORCH True" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_import_loads_the_baked_asr_model_only_when_a_clip_needs_it(tiny_model_dir: Path, tmp_path: Path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "AWS_", "BUCKET_"))}
+    env.update(MODEL_DIR=str(tiny_model_dir), STORAGE_DIR=str(tmp_path / "store"), DEVICE="cpu")
+    seed = seed_dir(tmp_path)
+    (seed / "bad name!.wav").unlink()
+    (seed / "untold.wav").rename(tmp_path / "untold.wav")
+    rc, torch_loaded, log = _import_in_a_process(seed, env)
+    assert rc == 0 and not torch_loaded, log  # every clip has its text: no model code at all
+
+    (tmp_path / "untold.wav").rename(seed / "untold.wav")
+    rc, torch_loaded, log = _import_in_a_process(seed, {**env, "STORAGE_DIR": str(tmp_path / "store2")})
+    assert torch_loaded and "1 clips need a transcript: loading the speech recognition model" in log
+    # The tiny random ASR hears nothing or babble, which the upload refuses; the real model's text is kept.
+    assert rc == 1 and "untold.wav not imported: voice_file: " in log, log
+    assert "no speech was recognised" in log or "the speech recognition heard" in log
+    assert sorted(p.name for p in (tmp_path / "store2" / "voices").iterdir()) == [
+        "host.json", "host.txt", "host.wav", "narrator.json", "narrator.txt", "narrator.wav"
+    ]  # fmt: skip
 
 
 # -- the reference cache ------------------------------------------------------------------------------
@@ -341,6 +422,6 @@ def test_the_voice_import_command_does_not_import_torch():
     import sys
 
     heavy = "('torch', 'f5_tts.model', 'whisperx')"
-    code = f"import sys, tts_worker.voices; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, tts_worker.voice_import; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -103,6 +103,17 @@ class Aligner:
         )
         return aligner
 
+    @classmethod
+    def load_asr(cls, model_dir: Path, manifest: Manifest, device: str) -> Aligner:
+        """Only the speech recognition model, for `transcribe` (the voice import command): no aligner, no
+        NLTK data. `ModelDirError` when none is baked or it can't be loaded."""
+        components = manifest.components
+        if components.asr is None:
+            raise ModelDirError(f"MODEL_DIR {model_dir}: no speech recognition model is baked; {BAKE_HINT}")
+        aligner = cls(model_dir, components, device)
+        aligner._asr = _load_asr(model_dir, components.asr, device)
+        return aligner
+
     @property
     def languages(self) -> list[str]:
         return sorted(self.components.align)

@@ -11,6 +11,7 @@ paths or secrets.
     ├── VoiceNotFound                voice_not_found
     ├── InvalidAudio                 invalid_audio     (undecodable or unusable audio)
     ├── StorageError                 storage_error
+    ├── ResultTooLarge               result_too_large  (files inline past RunPod's answer limit)
     ├── RenderError                  render_error      (the video could not be rendered)
     └── ModelError                   model_error       (asks RunPod to refresh the worker)
 
@@ -80,8 +81,9 @@ class WorkerError(Exception):
         super().__init__(message)
         self.message = message
 
-    def as_result(self) -> dict[str, object]:
-        result: dict[str, object] = {"error": f"{self.code}: {self.message}"}
+    def as_result(self, message: str | None = None) -> dict[str, object]:
+        """The job's answer; `message` replaces this error's (the same, with the fields as the user sent them)."""
+        result: dict[str, object] = {"error": f"{self.code}: {message or self.message}"}
         if self.refresh_worker:
             result["refresh_worker"] = True
         return result
@@ -105,6 +107,12 @@ class InvalidAudio(WorkerError):
 
 class StorageError(WorkerError):
     code = "storage_error"
+
+
+class ResultTooLarge(WorkerError):
+    """The result, with its files inline as base64, is more than RunPod takes as a job's answer."""
+
+    code = "result_too_large"
 
 
 class RenderError(WorkerError):

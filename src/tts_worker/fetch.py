@@ -6,8 +6,9 @@ A value is one of:
 
 - `https://host/path`: downloaded (plain `http://` only with `FETCH_ALLOW_HTTP`);
 - `s3://bucket/key`: read through the S3 storage client, from `S3_BUCKET` or a
-  bucket listed in `S3_FETCH_BUCKETS` only; the key (percent-decoded) must be a plain
-  path: no empty, `.` or `..` segments, no control characters (`invalid_input`);
+  bucket listed in `S3_EXTRA_BUCKETS` only; the key (percent-decoded) must be a plain
+  path: no empty, `.` or `..` segments, no control characters (`invalid_input`)
+  (`s3_transcript` reads the `<stem>.txt` next to such a clip: the original layout's transcript);
 - base64, bare or as a `data:audio/...;base64,` URI.
 
 Download rules (server-side request forgery is the threat: a request must not
@@ -100,6 +101,7 @@ METADATA_HOSTNAMES = frozenset(
 )
 METADATA_REFUSAL = "a cloud metadata address"
 REDIRECTS = (301, 302, 303, 307, 308)
+MAX_TRANSCRIPT_BYTES = 64 * 1024  # a clip's .txt next to it; a 12 s clip says a few hundred bytes
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -235,6 +237,28 @@ class Fetcher:
     # -- s3:// ----------------------------------------------------------------------------------------
 
     def fetch_s3(self, value: str, *, field: str) -> bytes:
+        bucket, key = self._s3_location(value, field)
+        data = self._read_s3(bucket, key, self.max_bytes, field)
+        if data is None:
+            raise InvalidInput(f"{field}: there is no object {quote(key)} in bucket {quote(bucket)}")
+        if len(data) > self.max_bytes:
+            raise InvalidInput(f"{field}: the object is larger than the {self.max_bytes // 1024} KiB limit")
+        return data
+
+    def s3_transcript(self, value: str, *, field: str) -> str | None:
+        """The text of `<stem>.txt` next to the `s3://` clip `value` (the original layout keeps a clip's
+        transcript there), or None when there is none (or `value` is not an s3:// URL)."""
+        if not value.strip().lower().startswith("s3://"):
+            return None
+        bucket, key = self._s3_location(value.strip(), field)
+        stem, dot, _ = key.rpartition(".")
+        data = self._read_s3(bucket, (stem if dot else key) + ".txt", MAX_TRANSCRIPT_BYTES, field)
+        if data is None or len(data) > MAX_TRANSCRIPT_BYTES:
+            return None
+        text = " ".join(data.decode("utf-8", errors="replace").split())
+        return text or None
+
+    def _s3_location(self, value: str, field: str) -> tuple[str, str]:
         bucket, _, key = value[5:].partition("/")
         key = unquote(key)
         if not bucket or not key or len(key) > 1024:
@@ -248,16 +272,15 @@ class Fetcher:
         if self.storage is None or not self.storage.buckets:
             raise InvalidInput(f"{field}: s3:// URLs need S3 storage, and this worker has no bucket configured")
         if bucket not in self.storage.buckets:
-            raise InvalidInput(f"{field}: bucket {quote(bucket)} is not readable by this worker (see S3_FETCH_BUCKETS)")
+            raise InvalidInput(f"{field}: bucket {quote(bucket)} is not readable by this worker (see S3_EXTRA_BUCKETS)")
+        return bucket, key
+
+    def _read_s3(self, bucket: str, key: str, max_bytes: int, field: str) -> bytes | None:
+        assert self.storage is not None
         try:
-            data = self.storage.read_object(bucket, key, max_bytes=self.max_bytes)
+            return self.storage.read_object(bucket, key, max_bytes=max_bytes)
         except StorageError as exc:  # still a storage fault, but the caller learns which input it was
             raise StorageError(f"{field}: {exc.message}") from None
-        if data is None:
-            raise InvalidInput(f"{field}: there is no object {quote(key)} in bucket {quote(bucket)}")
-        if len(data) > self.max_bytes:
-            raise InvalidInput(f"{field}: the object is larger than the {self.max_bytes // 1024} KiB limit")
-        return data
 
     # -- https:// -------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Every failure becomes `{"error": "<code>: <message>"}` (a string, so RunPod marks
 the job FAILED) and the worker keeps serving; an unexpected exception is logged
-with its traceback and answered without one.
+with its traceback and answered without one. The field a message names is
+written as the request sent it (`schemas.name_fields`: `local_voice`, not `voice`).
 
 `make_handler` is the synchronous handler (tests, `--test_input`);
 `make_async_handler` runs it in a thread so RunPod's loop can hold up to
@@ -27,7 +28,7 @@ from typing import Any
 from tts_worker.errors import WorkerError
 from tts_worker.log import job_context
 from tts_worker.pipeline import Emit, Worker
-from tts_worker.schemas import parse_request
+from tts_worker.schemas import Request, name_fields, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit 
             progress(job, update)
 
     with job_context(job_id):
+        request: Request | None = None
         try:
             request = parse_request(job.get("input"), worker.limits)
             logger.info("%s started", request.operation)
@@ -60,8 +62,10 @@ def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit 
             logger.info("%s completed in %.2f s", request.operation, time.perf_counter() - started)
             return result
         except WorkerError as exc:
-            logger.warning("failed: %s: %s", exc.code, exc.message)
-            return exc.as_result()
+            # The stages name fields canonically; the user reads the names they sent (local_voice, ...).
+            message = name_fields(exc.message, request.sent_names) if request is not None else exc.message
+            logger.warning("failed: %s: %s", exc.code, message)
+            return exc.as_result(message)
         except Exception:
             logger.exception("unexpected failure")
             return {"error": "internal_error: the worker failed unexpectedly; the worker log has the details"}

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_worker.results import ProcessingTime, StoredFile, stored
-from tts_worker.storage import JobPrefix, StagedWrites, job_key, new_stem
+from tts_worker.results import StoredFile, stored
+from tts_worker.storage import JobPrefix, StagedWrites, job_key, named_key, new_stem
 
 Progress = Callable[[dict[str, Any]], None]
 """Receives progress updates of a running job (RunPod's `progress_update`)."""
@@ -46,11 +46,20 @@ class Stopwatch:
         finally:
             self.add(name, time.perf_counter() - t0)
 
-    def report(self) -> ProcessingTime:
-        return {
-            "total": round(time.perf_counter() - self.started, 4),
-            "stages": {k: round(v, 4) for k, v in self.stages.items()},
-        }
+    def report(self) -> tuple[float, dict[str, float]]:
+        """(total seconds since creation, seconds per stage), rounded as results carry them."""
+        return round(time.perf_counter() - self.started, 4), {k: round(v, 4) for k, v in self.stages.items()}
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a job's files go. By default each is `<prefix><stem>.<ext>` (`storage.job_key`) in the worker's
+    bucket; a request that names its output (`outputs.output_of`) gives the `base` every file shares
+    (`storage.named_key`) and maybe another bucket."""
+
+    base: str | None = None
+    bucket: str | None = None  # None: the worker's own
+    inline: bool = False  # every stored file also appears in the result as base64
 
 
 @dataclass
@@ -61,9 +70,15 @@ class Job:
     emit: Emit | None = None  # set when the handler streams partial results
     stem: str = field(default_factory=new_stem)
     watch: Stopwatch = field(default_factory=Stopwatch)
+    output: Output = field(default_factory=Output)
 
     def store(
         self, prefix: JobPrefix, extension: str, data: bytes, content_type: str, *, part: str | None = None
     ) -> StoredFile:
-        """Put one of the job's files (`storage.job_key` names it); the caller times it."""
-        return stored(self.staged.put(job_key(prefix, self.stem, extension, part=part), data, content_type))
+        """Put one of the job's files where `output` says; the caller times it."""
+        if self.output.base is None:
+            key = job_key(prefix, self.stem, extension, part=part)
+        else:
+            key = named_key(self.output.base, extension, part=part)
+        obj = self.staged.put(key, data, content_type, bucket=self.output.bucket)
+        return stored(obj, data if self.output.inline else None)

@@ -51,7 +51,7 @@ class Aligning:
             job.progress({"stage": "quality"})
             with job.watch.stage("quality"):
                 judge = AsrJudge(self.aligner, language=req.language, max_error_rate=req.quality.max_error_rate)
-                checked = check_audio(judge, wave, self.sample_rate, req.text)
+                checked = check_audio(judge, wave, self.sample_rate, norm.spoken)
         subs = store_subtitles(job, req.subtitles, words, duration)
         rendered = video.store(job, req, words, wave, self.sample_rate, self.fetcher)
         result = AlignResult(
@@ -62,7 +62,8 @@ class Aligning:
             duration=round(duration, 4),
             text=req.text,
             spoken_text=norm.spoken,
-            processing_time=job.watch.report(),
+            processing_time=0.0,
+            processing_stages={},
         )
         if subs is not None:
             result |= subs
@@ -72,7 +73,7 @@ class Aligning:
             result["quality"] = checked
         if words is not None:
             result["word_timings"] = rounded(words)
-        result["processing_time"] = job.watch.report()
+        result["processing_time"], result["processing_stages"] = job.watch.report()
         return result
 
     def _audio(self, req: AlignRequest) -> tuple[np.ndarray, int]:
@@ -122,6 +123,7 @@ class VoiceOperations:
             status=f"Voice '{info.name}.wav' and reference text uploaded successfully.",
             operation="upload_voice",
             voice=info.as_dict(),
+            warnings=info.warnings(),
         )
 
     def list(self, req: ListVoicesRequest) -> ListVoicesResult:
@@ -129,7 +131,15 @@ class VoiceOperations:
         return ListVoicesResult(
             status="success",
             operation="list_voices",
-            voices=[{**v.as_dict(), "voice_file": f"{v.name}.wav", "text_file": f"{v.name}.txt"} for v in page.voices],
+            voices=[
+                {
+                    **v.as_dict(),
+                    "voice_file": f"{v.name}.wav",
+                    # the original layout's transcript, when there is one (earlier versions wrote none)
+                    "text_file": f"{v.name}.txt" if v.name in page.text_files else None,
+                }
+                for v in page.voices
+            ],
             count=len(page.voices),
             next_cursor=page.next_cursor,
         )

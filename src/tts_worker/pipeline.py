@@ -8,8 +8,10 @@ shaping are the handler's; what each operation does is its module's:
     synthesize                               synthesis.Synthesizer
     align                                    operations.Aligning
     upload_voice, list_voices, delete_voice  operations.VoiceOperations
+    download                                 downloads.Downloads
 
-Every file a job stores goes through its `Job`'s `StagedWrites`: if any later step fails, what the job
+Every file a job stores goes through its `Job`'s `StagedWrites`, to the place `outputs.output_of` gives
+it: if any later step fails (the result too large to return its files inline included), what the job
 already wrote is deleted (when storage is down then, before the next job), so storage never holds
 half a result.
 """
@@ -22,10 +24,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tts_worker import outputs
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
+from tts_worker.downloads import Downloads
 from tts_worker.engine import Engine, load_engine
-from tts_worker.errors import InvalidInput, ModelDirError, StorageError
+from tts_worker.errors import InvalidInput, ModelDirError
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Emit, Job, Progress, no_progress
 from tts_worker.manifest import load_verified
@@ -37,6 +41,7 @@ from tts_worker.results import Result
 from tts_worker.schemas import (
     AlignRequest,
     DeleteVoiceRequest,
+    DownloadRequest,
     Limits,
     ListVoicesRequest,
     Request,
@@ -44,7 +49,7 @@ from tts_worker.schemas import (
     UploadVoiceRequest,
 )
 from tts_worker.settings import Settings
-from tts_worker.storage import StagedWrites, Storage, open_storage
+from tts_worker.storage import ObjectRef, StagedWrites, Storage, delete_refs, open_storage
 from tts_worker.synthesis import Synthesizer
 from tts_worker.voices import VoiceLibrary
 
@@ -75,9 +80,11 @@ class Worker:
         self.synthesizer = Synthesizer(engine, self.batcher, aligner, self.prompts, self.normalizer, fetcher, quality)
         self.aligning = Aligning(aligner, self.normalizer, fetcher, storage, engine.sample_rate)
         self.voice_operations = VoiceOperations(self.voices, fetcher, aligner)
+        self.downloads = Downloads(storage)
         self.limits = Limits(settings.max_text_chars, settings.max_text_bytes, tuple(aligner.languages))
-        # Keys a failed job wrote but could not delete (storage was down): retried before every job.
-        self._orphans: list[str] = []
+        self.inline = outputs.inline_reason(settings, storage)  # why every job returns its files inline, if it does
+        # What a failed job wrote but could not delete (storage was down): retried before every job.
+        self._orphans: list[ObjectRef] = []
         self._orphans_lock = threading.Lock()
 
     @classmethod
@@ -112,17 +119,29 @@ class Worker:
         """Execute one request. `emit`, when the handler streams, receives partial results."""
         self._remove_orphans()
         with self._job(job_id, progress, emit) as job:
-            match request:
-                case SynthesizeRequest():
-                    return self.synthesizer.run(request, job)
-                case AlignRequest():
-                    return self.aligning.run(request, job)
-                case UploadVoiceRequest():
-                    return self.voice_operations.upload(request)
-                case ListVoicesRequest():
-                    return self.voice_operations.list(request)
-                case DeleteVoiceRequest():
-                    return self.voice_operations.delete(request)
+            job.output = outputs.output_of(request, self.storage, job.stem, self.inline)
+            streamed = outputs.Tally()
+            if job.output.inline and job.emit is not None:
+                job.emit = streamed.counting(job.emit)
+            result = self._dispatch(request, job)
+            if job.output.inline:
+                outputs.check_size(result, self.inline, streamed.bytes)
+            return result
+
+    def _dispatch(self, request: Request, job: Job) -> Result:
+        match request:
+            case SynthesizeRequest():
+                return self.synthesizer.run(request, job)
+            case AlignRequest():
+                return self.aligning.run(request, job)
+            case UploadVoiceRequest():
+                return self.voice_operations.upload(request)
+            case ListVoicesRequest():
+                return self.voice_operations.list(request)
+            case DeleteVoiceRequest():
+                return self.voice_operations.delete(request)
+            case DownloadRequest():
+                return self.downloads.run(request)
         raise InvalidInput(f"operation: {request.operation!r} is not served by this worker")
 
     @contextlib.contextmanager
@@ -143,11 +162,10 @@ class Worker:
             orphans, self._orphans = self._orphans, []
         if not orphans:
             return
-        try:
-            self.storage.delete_many(orphans)
-        except StorageError:
-            logger.warning("storage: still cannot remove %d objects of an earlier failed job", len(orphans))
+        left = delete_refs(self.storage, orphans)
+        if left:
+            logger.warning("storage: still cannot remove %d objects of an earlier failed job", len(left))
             with self._orphans_lock:
-                self._orphans += orphans
+                self._orphans += left
             return
         logger.info("storage: removed %d objects left by an earlier failed job", len(orphans))

@@ -44,7 +44,7 @@ from tts_worker.words import WordTiming
 if TYPE_CHECKING:
     from tts_worker.alignment import Aligner
     from tts_worker.engine import ChunkAudio, Reference
-    from tts_worker.schemas import QualityRequest
+    from tts_worker.options import QualityRequest
 
 logger = logging.getLogger(__name__)
 

@@ -2,16 +2,19 @@
 
 `VoicePrompts.for_request(req)` resolves `voice` (a library name, or the built-in voice),
 `voice_url` or `voice_base64` into the engine's prepared `Reference` and a label for the result.
-Without `ref_text`, a fetched clip is transcribed with the baked ASR model.
+Without `ref_text`, an `s3://` clip's transcript is the `<stem>.txt` next to it when there is one (the
+original layout); any other fetched clip is transcribed with the baked ASR model.
 
 `ReferenceCache` is a per-worker LRU of prepared references bounded by entry count
 (`REFERENCE_CACHE_ENTRIES`, default 16; a prepared 12 s reference is about 1.2 MB of float32 on the
 model's device, so the default holds about 20 MB). Keys come from `voices.reference_key(audio
-sha256, ref_text)`; a library voice's key comes from its sidecar, so a warm job skips the download.
+sha256, ref_text)`; a library voice's key comes from its sidecar, so a warm job skips the download
+(a voice in the original layout, without a sidecar, is downloaded and hashed, and skips the preparation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -113,6 +116,8 @@ class VoicePrompts:
             # Only MAX_REFERENCE_SECONDS is used for cloning: a longer clip is refused while it is decoded.
             fetched = self.fetcher.fetch_audio(remote, field=where, max_seconds=self.max_seconds, hint=LONG_CLIP_HINT)
             text, text_field = req.ref_text, "ref_text"
+            if text is None and req.voice_url is not None:
+                text, text_field = self.fetcher.s3_transcript(req.voice_url, field=where), where
             if text is None:
                 text, text_field = self._transcribe(fetched.samples, fetched.sample_rate, req.language), where
             spoken = self._spoken(text, req)
@@ -132,10 +137,15 @@ class VoicePrompts:
         if cached is not None:
             return cached, name
         voice = self.voices.get(name)
+        spoken = self._spoken(voice.ref_text, req)
+        if key is None:  # a voice in the original layout has no sidecar: key it by what was just read
+            key = reference_key(hashlib.sha256(voice.audio).hexdigest(), spoken)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, name
         samples, rate = audio.decode(voice.audio, field="voice", max_seconds=self.max_input_seconds)
-        ref = self._prepare(samples, rate, self._spoken(voice.ref_text, req), "voice", "voice")
-        if key:
-            self.cache.put(key, ref)
+        ref = self._prepare(samples, rate, spoken, "voice", "voice")
+        self.cache.put(key, ref)
         return ref, name
 
     def _spoken(self, text: str, req: SynthesizeRequest) -> str:

@@ -2,11 +2,14 @@
 
 Results are plain dicts (RunPod posts them as JSON), typed as `TypedDict`s here so every place that
 builds one is checked against the same shape. `stored(obj)` is the one way a stored file appears in
-a result; word timings appear as `words.rounded` gives them.
+a result (with its content as `base64` when the job returns files inline); word timings appear as
+`words.rounded` gives them. `processing_time` is the job's total in seconds, `processing_stages`
+the seconds per stage (`job.Stopwatch`).
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Literal, NotRequired, TypedDict
 
 from tts_worker.storage import StoredObject
@@ -18,15 +21,18 @@ class StoredFile(TypedDict):
     url: str
     size: int
     content_type: str
+    bucket: NotRequired[str]  # a named output in another bucket than the worker's (output_url)
+    base64: NotRequired[str]  # the content, when the job returns its files inline
 
 
-def stored(obj: StoredObject) -> StoredFile:
-    return StoredFile(key=obj.key, url=obj.url, size=obj.size, content_type=obj.content_type)
-
-
-class ProcessingTime(TypedDict):
-    total: float
-    stages: dict[str, float]
+def stored(obj: StoredObject, data: bytes | None = None) -> StoredFile:
+    """How a stored object appears in a result; with `data`, its content too (base64)."""
+    out = StoredFile(key=obj.key, url=obj.url, size=obj.size, content_type=obj.content_type)
+    if obj.bucket is not None:
+        out["bucket"] = obj.bucket
+    if data is not None:
+        out["base64"] = base64.b64encode(data).decode("ascii")
+    return out
 
 
 class Subtitles(TypedDict):
@@ -80,7 +86,8 @@ class SynthesisResult(TypedDict):
     model: ModelInfo
     quality: dict[str, Any]  # the quality guard's summary (retakes.Retakes.summary)
     word_timings: NotRequired[list[WordTiming]]
-    processing_time: ProcessingTime
+    processing_time: float
+    processing_stages: dict[str, float]
 
 
 class StreamedChunk(TypedDict):
@@ -119,13 +126,15 @@ class AlignResult(TypedDict):
     spoken_text: str
     quality: NotRequired[dict[str, object]]
     word_timings: NotRequired[list[WordTiming]]
-    processing_time: ProcessingTime
+    processing_time: float
+    processing_stages: dict[str, float]
 
 
 class UploadVoiceResult(TypedDict):
     status: str
     operation: Literal["upload_voice"]
     voice: dict[str, Any]
+    warnings: list[str]  # what the upload changed about what was sent (a ref_text replaced after trimming)
 
 
 class ListVoicesResult(TypedDict):
@@ -142,4 +151,16 @@ class DeleteVoiceResult(TypedDict):
     voice_name: str
 
 
-Result = SynthesisResult | AlignResult | UploadVoiceResult | ListVoicesResult | DeleteVoiceResult
+class DownloadResult(TypedDict):
+    status: Literal["success"]
+    operation: Literal["download"]
+    key: str
+    url: str  # fresh: presigned now (or the public URL), or the local path
+    expires_in: int | None  # seconds the url stays valid; None: it does not expire
+    size: int
+    content_type: str
+    storage: str
+    base64: NotRequired[str]  # with `inline`
+
+
+Result = SynthesisResult | AlignResult | UploadVoiceResult | ListVoicesResult | DeleteVoiceResult | DownloadResult

@@ -12,6 +12,17 @@ of control and format characters (`sanitize.clean_text`) before any limit is che
 hold something to speak. Names (`voice`, `voice_name`, `cursor`) and `language` are matched whole:
 no surrounding white space, no trailing newline. Error messages show user input only through
 `errors.quote`.
+
+`InvalidInput` / `UnknownOperation` with one message naming every bad field.
+The nested objects (`subtitles`, `video`, `quality`, the original `options`) are
+in `tts_worker.options`; the rules of a place a request names for its output
+(`output_key`, `output_prefix`, `output_url`) in `tts_worker.outputs`.
+
+Errors name the field as the user sent it. The request remembers which alias
+each field came in as (`Request.sent_names`: canonical name -> sent name), and
+`name_fields(message, names)` rewrites the field a message starts with: the
+parser applies it to validation errors, the handler to every error a job
+raises later (stages name fields canonically: `voice_url: ...`).
 """
 
 from __future__ import annotations
@@ -27,18 +38,26 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from tts_worker.audio import AudioFormat
+from tts_worker.audio import FORMATS, AudioFormat
 from tts_worker.errors import InvalidInput, UnknownOperation, quote
 from tts_worker.normalize import Lexicon
+from tts_worker.options import (
+    AlignQualityRequest,
+    QualityRequest,
+    SubtitlesRequest,
+    VideoRequest,
+    original_subtitle_options,
+    subtitle_options,
+)
+from tts_worker.outputs import output_key_rule, output_prefix_rule, output_url_rule
 from tts_worker.sanitize import check_size, input_problems, path_part, speakable_text
-from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
-from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat, SubtitleOptions
 
 # Canonical operation names, and what the original API (and common spellings) call them.
 OPERATION_ALIASES: dict[str, str] = {
@@ -51,6 +70,7 @@ OPERATION_ALIASES: dict[str, str] = {
     "list_voices": "list_voices",
     "delete_voice": "delete_voice",
     "delete": "delete_voice",
+    "download": "download",
 }
 
 # Matched with fullmatch: `$` would let a trailing newline through.
@@ -99,6 +119,46 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     operation: str
+    _sent_names: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sent_names(self) -> dict[str, str]:
+        """Canonical field name (or dotted path) -> the name the user sent it as, where they differ."""
+        return self._sent_names
+
+    def sent_name(self, field: str) -> str:
+        return self._sent_names.get(field, field)
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        """Which alias each field of `raw` came in as (the fields' `AliasChoices`); models add their own."""
+        names: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):
+                sent = next((c for c in alias.choices if isinstance(c, str) and c in raw), name)
+                if sent != name:
+                    names[name] = sent
+        return names
+
+
+def name_fields(message: str, names: dict[str, str]) -> str:
+    """`message` with the field each of its `; `-separated parts starts with (`field: ...`,
+    `field.sub.0: ...`) written as the user sent it; the longest mapped prefix of the path wins."""
+    if not names:
+        return message
+    parts = []
+    for part in message.split("; "):
+        head, sep, rest = part.partition(": ")
+        if sep and head and " " not in head:
+            segments = head.split(".")
+            for n in range(len(segments), 0, -1):
+                prefix = ".".join(segments[:n])
+                if prefix in names:
+                    head = ".".join([names[prefix], *segments[n:]])
+                    break
+        parts.append(head + sep + rest)
+    return "; ".join(parts)
 
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
@@ -121,140 +181,6 @@ RefText = Annotated[str, AfterValidator(_ref_text), Field(max_length=1000)]
 Url = Annotated[str, Field(max_length=MAX_URL_CHARS)]
 
 
-class SubtitlesRequest(BaseModel):
-    """Which subtitle files to write and how they look. Style fields left out take the defaults of
-    `tts_worker.subtitles.SubtitleOptions` (documented in docs/API.md); that class checks the values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    formats: list[SubtitleFormat] = Field(["ass", "srt", "vtt"], min_length=1)
-    font: str | None = None
-    font_size: int | None = None
-    primary_colour: str | None = None
-    highlight_colour: str | None = None
-    outline_colour: str | None = None
-    outline: float | None = None
-    shadow: float | None = None
-    position: str | None = None
-    resolution: str | None = None  # before margin_v and after font_size: margin_v's range depends on both
-    margin_v: int | None = None
-    karaoke: str | None = None
-    max_chars_per_line: int | None = None
-    max_words_per_line: int | None = None
-    max_lines: int | None = None
-    split_pause: float | None = None
-    cue_level: str | None = None
-
-    @field_validator("formats", mode="before")
-    @classmethod
-    def _formats(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            # Duplicates dropped; an item that is not a string is left for the type check to name.
-            strings = list(dict.fromkeys(v.lower().strip() for v in value if isinstance(v, str)))
-            value = strings + [v for v in value if not isinstance(v, str)]
-        return value
-
-    @field_validator("*")
-    @classmethod
-    def _style_field(cls, value: Any, info: ValidationInfo) -> Any:
-        # Each style value is checked by the subtitle builder's own rules, so they live in one place.
-        name = info.field_name or ""
-        if name == "formats" or value is None:
-            return value
-        style = {name: value}
-        if name == "margin_v":  # within the chosen canvas, less the font size
-            if not {"resolution", "font_size"} <= set(info.data):
-                return value  # one of them is invalid and reported; no second error from it
-            style |= {k: info.data[k] for k in ("resolution", "font_size") if info.data[k] is not None}
-        _subtitle_options(style, name)
-        return value
-
-    @model_validator(mode="after")
-    def _style(self) -> SubtitlesRequest:
-        _subtitle_options(self.style(), None)  # rules that span fields (margin_v within the resolution)
-        return self
-
-    def style(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"formats"}, exclude_none=True)
-
-
-_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
-
-
-class VideoRequest(BaseModel):
-    """A rendered MP4 of the job's audio with its karaoke burnt in (`tts_worker.video`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    resolution: Literal["vertical", "landscape", "square"] | None = None  # None: the subtitles', else landscape
-    background: str = "#000000"
-    format: Literal["mp4"] = "mp4"
-
-    @field_validator("background")
-    @classmethod
-    def _background(cls, value: str) -> str:
-        value = value.strip()
-        if not value or (value.startswith("#") and not _COLOUR.match(value)):
-            raise ValueError("should be a colour written as #RRGGBB, or an image URL (https://, s3://) or base64")
-        return value
-
-
-def _subtitle_options(style: dict[str, Any], field: str | None) -> None:
-    try:
-        SubtitleOptions(**style)
-    except ValueError as exc:
-        message = str(exc)
-        raise ValueError(message.removeprefix(f"{field} ") if field else message) from None
-
-
-def _original_subtitle_options(data: Any) -> Any:
-    """The original API's `options: {create_subtitles, subtitle_format}` -> `subtitles: {formats}`."""
-    if not isinstance(data, dict) or "options" not in data:
-        return data
-    data = dict(data)
-    options = data.pop("options")
-    if "subtitles" in data:
-        raise ValueError("options: give subtitles once, as subtitles or as the original API's options, not both")
-    if not isinstance(options, dict):
-        raise ValueError("options: should be an object")
-    unknown = [key for key in options if key not in ("create_subtitles", "subtitle_format")]
-    if unknown:
-        raise ValueError(f"options.{path_part(unknown[0])}: unknown field")
-    create = options.get("create_subtitles", False)
-    if not isinstance(create, bool):
-        raise ValueError("options.create_subtitles: should be a valid boolean")
-    if create:
-        fmt = options.get("subtitle_format", "ass")
-        if not isinstance(fmt, str):
-            raise ValueError("options.subtitle_format: should be a string")
-        if fmt.lower().strip() not in SUBTITLE_FORMATS:
-            raise ValueError(f"options.subtitle_format: should be one of {', '.join(SUBTITLE_FORMATS)}")
-        data["subtitles"] = {"formats": [fmt]}
-    return data
-
-
-class QualityRequest(BaseModel):
-    """A synthesize request's `quality`. Fields left out take the worker's settings (QUALITY_MODE,
-    QUALITY_MAX_ATTEMPTS) and DEFAULT_MAX_ERROR_RATE."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    mode: QualityMode | None = None
-    max_attempts: int | None = Field(None, ge=1, le=MAX_QUALITY_ATTEMPTS)
-    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
-
-
-class AlignQualityRequest(BaseModel):
-    """An align request's `quality`: existing audio can only be checked, not re-sampled."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    mode: Literal["off", "check"] = "check"
-    max_error_rate: float = Field(DEFAULT_MAX_ERROR_RATE, ge=0.0, le=1.0, allow_inf_nan=False)
-
-
 class _TimedRequest(Request):
     """A text to be spoken or aligned, with what to return about its timing."""
 
@@ -265,18 +191,26 @@ class _TimedRequest(Request):
     video: VideoRequest | None = None
     normalize: bool = True  # speak numbers, symbols and abbreviations as words (tts_worker.normalize)
     lexicon: Lexicon | None = None  # per-request pronunciations, applied before the normaliser
+    return_base64: bool = False  # every stored file also in the result, as base64
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        names = super().names_in(raw)
+        if "options" in raw and "subtitles" not in raw:
+            names |= {"subtitles": "options", "subtitles.formats.0": "options.subtitle_format"}
+        return names
 
     @model_validator(mode="before")
     @classmethod
     def _options(cls, data: Any) -> Any:
-        return _original_subtitle_options(data)
+        return original_subtitle_options(data)
 
     @model_validator(mode="after")
     def _video_style(self) -> _TimedRequest:
         """The subtitle style must also hold at the video's resolution (margin_v within its height)."""
         if self.video is not None and self.video.resolution is not None and self.subtitles is not None:
             try:
-                _subtitle_options({**self.subtitles.style(), "resolution": self.video.resolution}, None)
+                subtitle_options({**self.subtitles.style(), "resolution": self.video.resolution}, None)
             except ValueError as exc:
                 raise ValueError(f"video.resolution: at {self.video.resolution}, subtitles.{exc}") from None
         return self
@@ -303,7 +237,7 @@ class _TimedRequest(Request):
 class SynthesizeRequest(_TimedRequest):
     operation: Literal["synthesize"] = "synthesize"
     voice: VoiceName | None = Field(None, validation_alias=AliasChoices("voice", "local_voice"))
-    voice_url: Url | None = None
+    voice_url: Url | None = Field(None, validation_alias=AliasChoices("voice_url", "voice_reference_url"))
     voice_base64: str | None = None
     ref_text: RefText | None = Field(None, validation_alias=AliasChoices("ref_text", "reference_text"))
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
@@ -315,6 +249,35 @@ class SynthesizeRequest(_TimedRequest):
     output_format: Annotated[AudioFormat, BeforeValidator(_lower)] = "wav"
     stream: bool = False  # each chunk stored and yielded as it is ready (an endpoint deployed with STREAMING)
     quality: QualityRequest | None = None  # the quality guard; None = the worker's defaults
+    # Where the audio goes instead of output/<id>.<format>; its subtitles and video go next to it.
+    output_key: Annotated[str | None, BeforeValidator(output_key_rule)] = None
+    output_prefix: Annotated[str | None, BeforeValidator(output_prefix_rule)] = None
+    output_url: Annotated[str | None, BeforeValidator(output_url_rule)] = Field(
+        None,
+        validation_alias=AliasChoices("output_url", "audio_url"),  # the original API's audio_url
+    )
+
+    @classmethod
+    def names_in(cls, raw: dict[str, Any]) -> dict[str, str]:
+        names = super().names_in(raw)
+        for key in ("local_voice", "voice"):
+            value = raw.get(key)
+            if isinstance(value, str) and value.strip().lower().startswith(_URL_PREFIXES):
+                names["voice_url"] = key
+        return names
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_of_named_output(cls, data: Any) -> Any:
+        """A named output's extension is the output format when `output_format` is not given."""
+        if isinstance(data, dict) and "output_format" not in data:
+            for key in ("output_key", "output_url", "audio_url"):
+                value = data.get(key)
+                ext = value.strip().rpartition(".")[2].lower() if isinstance(value, str) else ""
+                if ext in FORMATS:
+                    data = {**data, "output_format": ext}
+                    break
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -337,6 +300,15 @@ class SynthesizeRequest(_TimedRequest):
             raise ValueError(f"{given[1]}: give the voice once, as a name, voice_url or voice_base64")
         if self.ref_text is not None and self.voice is not None:
             raise ValueError("ref_text: only with voice_url or voice_base64 (library voices keep their own text)")
+        named = [k for k in ("output_url", "output_key", "output_prefix") if getattr(self, k) is not None]
+        if len(named) > 1:
+            raise ValueError(f"{named[1]}: give the output's place once: output_url, output_key or output_prefix")
+        key = self.output_key or self.output_url
+        if key is not None and key.rpartition(".")[2].lower() != self.output_format:
+            raise ValueError(
+                f"{named[0]}: ends in .{key.rpartition('.')[2]}, but output_format is {self.output_format}; "
+                "leave output_format out or make them agree"
+            )
         return self
 
 
@@ -388,6 +360,21 @@ class DeleteVoiceRequest(Request):
     voice_name: VoiceName = Field(validation_alias=AliasChoices("voice_name", "name"))
 
 
+class DownloadRequest(Request):
+    """A stored file again: a fresh URL for it, or its content."""
+
+    operation: Literal["download"] = "download"
+    key: str | None = None  # like output/<id>.wav
+    url: str | None = None  # a URL this worker returned earlier (an expired presigned one too)
+    inline: bool = False  # answer the content as base64
+
+    @model_validator(mode="after")
+    def _one(self) -> DownloadRequest:
+        if (self.key is None) == (self.url is None):
+            raise ValueError("give the file exactly once: key or url")
+        return self
+
+
 def _checked_text(value: str, info: ValidationInfo) -> str:
     value = speakable_text(
         value, "holds nothing to speak: no letter or digit (only punctuation, symbols or invisible text)"
@@ -404,6 +391,7 @@ REQUESTS: dict[str, type[Request]] = {
     "upload_voice": UploadVoiceRequest,
     "list_voices": ListVoicesRequest,
     "delete_voice": DeleteVoiceRequest,
+    "download": DownloadRequest,
 }
 
 
@@ -466,11 +454,15 @@ def parse_request(raw: object, limits: Limits) -> Request:
         raise InvalidInput("; ".join(problems))
     data = dict(raw)
     operation = _operation(data)
+    model = REQUESTS[operation]
+    names = model.names_in(data)
     try:
-        return REQUESTS[operation].model_validate(data, context={"limits": limits})
+        request = model.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         problems = [_describe(e) for e in errors[:_MAX_ERRORS]]
         if len(errors) > _MAX_ERRORS:
             problems.append(f"input: {len(errors) - _MAX_ERRORS} more problems not shown")
-        raise InvalidInput("; ".join(problems)) from None
+        raise InvalidInput(name_fields("; ".join(problems), names)) from None
+    request._sent_names = names
+    return request

@@ -102,8 +102,16 @@ class Settings(BaseSettings):
         le=MAX_QUALITY_ATTEMPTS,
         description="Takes per chunk in quality mode retry when a request does not say.",
     )
-    # Set by RunPod on its workers: where job results (and so progress updates) are posted.
+    # Set by RunPod on its serverless workers: where jobs are taken from and results (and so progress
+    # updates) posted, and the endpoint's id. The runpod SDK itself takes RUNPOD_WEBHOOK_GET_JOB as "on RunPod".
+    runpod_webhook_get_job: str | None = None
     runpod_webhook_post_output: str | None = None
+    runpod_endpoint_id: str | None = None
+    inline_files: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Put the files a job stores into its result as base64: on, off, or auto = on when the "
+        "worker runs on RunPod without a bucket (its disk is out of every client's reach).",
+    )
 
     # Object storage (S3, B2, R2, MinIO, SeaweedFS). S3 is used when a bucket is named: by S3_BUCKET, or in
     # BUCKET_ENDPOINT_URL as RunPod's convention has it (bucket_endpoint.py). RunPod's BUCKET_* credentials work too.
@@ -133,8 +141,11 @@ class Settings(BaseSettings):
     s3_multipart_threshold_mb: int = Field(16, ge=5, le=5120, description="Files from this size upload in parts.")
     s3_connect_timeout: float = Field(5.0, gt=0, le=120)
     s3_read_timeout: float = Field(60.0, gt=0, le=600)
-    s3_fetch_buckets: str = Field(
-        "", description="Comma-separated extra buckets s3:// voice inputs may read (S3_BUCKET always may)."
+    s3_extra_buckets: str = Field(
+        "",
+        validation_alias=AliasChoices("s3_extra_buckets", "s3_fetch_buckets"),  # its name until 0.1
+        description="Comma-separated buckets besides S3_BUCKET that a request's s3:// URLs may name: inputs "
+        "read from them, outputs (audio_url / output_url) written into them.",
     )
 
     # Remote reference audio (https://, s3://, base64).
@@ -179,6 +190,14 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: str) -> str:
         parse_networks(value)
         return value
+
+    def extra_buckets(self) -> list[str]:
+        """`S3_EXTRA_BUCKETS`, parsed."""
+        return [b.strip() for b in self.s3_extra_buckets.split(",") if b.strip()]
+
+    def on_runpod(self) -> bool:
+        """Whether this process is a RunPod serverless worker (RunPod's environment says so)."""
+        return bool(self.runpod_webhook_get_job or self.runpod_endpoint_id)
 
     def fetch_networks(self) -> tuple[Network, ...]:
         """`FETCH_ALLOW_NETWORKS`, parsed."""

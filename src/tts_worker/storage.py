@@ -21,15 +21,20 @@ Backends:
   and dropped connections, large files go up in parts (a multipart upload is
   invisible until completed, and aborted on failure).
 
-`read_object(bucket, key, max_bytes)` reads an `s3://` input from one of `buckets`
-(what a request may read: empty for local storage).
+`buckets` are the buckets a request may name in an `s3://` URL: `read_object(bucket, key,
+max_bytes)` reads an input from one of them, and `put(..., bucket=...)` / `delete_many(...,
+bucket=...)` write and remove a named output there (`S3_BUCKET` plus `S3_EXTRA_BUCKETS`; empty for
+local storage). Without `bucket` every call is about the worker's own bucket or directory.
+
+`stat(key)` describes a stored object with a fresh URL; `key_of(url)` is the key behind a URL this
+storage handed out earlier (a presigned URL, expired or not, a public URL, a local path), or None.
 
 `open_storage(settings)` picks the backend; which bucket, endpoint, region and
 addressing style the settings mean is `Settings.storage_target()` (bucket_endpoint.py).
 Every failure is a `StorageError` whose message names the operation and key and a short cause (an S3 error code,
 with a hint to check the credentials when the store refuses them; "could not
 connect", "timed out"); never credentials, endpoint URLs or signatures.
-`StagedWrites` records what one job puts so a failed job removes it.
+`StagedWrites` records what one job puts (an `ObjectRef`: key and bucket) so a failed job removes it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import mimetypes
 import os
 import re
 import tempfile
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit
 
 from tts_worker.errors import StorageError, quote
 
@@ -67,6 +74,15 @@ class StoredObject:
     url: str  # where a client fetches it: a presigned/public URL, or a local path
     size: int
     content_type: str
+    bucket: str | None = None  # set when the object is in another bucket than the worker's own
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One stored object: its key, in `bucket` (None: the worker's own bucket or directory)."""
+
+    key: str
+    bucket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +95,21 @@ class ObjectInfo:
 class Storage(Protocol):
     name: str
     buckets: frozenset[str]
-    """Buckets an `s3://` input may be read from (empty: this storage reads none)."""
+    """Buckets an `s3://` URL of a request may name, to read or to write (empty: this storage has none)."""
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
+    @property
+    def bucket(self) -> str | None:
+        """The worker's own bucket (None: local storage)."""
+        ...
+
+    @property
+    def url_expiry(self) -> int | None:
+        """Seconds a URL `put`/`stat` returns stays valid; None when it does not expire."""
+        ...
+
+    def put(self, key: str, data: bytes, content_type: str, *, bucket: str | None = None) -> StoredObject:
+        """Store `data` under `key` (replacing what was there), in `bucket` (one of `buckets`) or our own."""
+        ...
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
         """Create the object only if no object has the key; None (nothing written) when one has."""
@@ -93,11 +121,20 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def delete_many(self, keys: Iterable[str]) -> None:
+    def delete_many(self, keys: Iterable[str], *, bucket: str | None = None) -> None:
         """Delete every key (missing ones are fine); raises StorageError if any could not be deleted."""
         ...
 
     def exists(self, key: str) -> bool: ...
+
+    def stat(self, key: str) -> StoredObject | None:
+        """The object under `key` with a fresh URL (content type "" when the backend does not record one),
+        or None when there is none."""
+        ...
+
+    def key_of(self, url: str) -> str | None:
+        """The key of a URL this storage hands out (expired presigned URLs included), or None."""
+        ...
 
     def list(self, prefix: str) -> list[ObjectInfo]: ...
 
@@ -131,17 +168,45 @@ def new_key(prefix: JobPrefix, extension: str) -> str:
     return job_key(prefix, new_stem(), extension)
 
 
+def named_key(base: str, extension: str, *, part: str | None = None) -> str:
+    """The key of a job's file when the request named its output (`output_key`, `output_url`): every file
+    of the job shares the audio's `base` (its key without the extension), `<base>.<ext>`, and a piece of
+    it is `<base>/<part>.<ext>`."""
+    name = f"{base}/{part}" if part else base
+    return check_key(f"{name}.{extension.lstrip('.')}")
+
+
+MAX_KEY_BYTES = 1024  # S3's limit
+
+
 def check_key(key: str) -> str:
-    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+    """`key` when it is a safe relative key: `/`-separated names of letters, digits, `.`, `_` and `-`,
+    none of them `.` or `..`, at most 1024 bytes; ValueError otherwise."""
+    if (
+        not _KEY.fullmatch(key)
+        or any(part in (".", "..") for part in key.split("/"))
+        or len(key.encode("utf-8")) > MAX_KEY_BYTES
+    ):
         raise ValueError(f"invalid storage key {quote(key)}")
     return key
+
+
+_CONTENT_TYPES = {".ass": "text/x-ssa", ".srt": "application/x-subrip", ".vtt": "text/vtt", ".txt": "text/plain"}
+
+
+def guess_content_type(key: str) -> str:
+    """A content type from the key's extension, for a backend that records none (local files)."""
+    suffix = Path(key).suffix.lower()
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 class LocalStorage:
     """Objects as files under `root`; writes go to a temp file in the same directory, then rename."""
 
     name = "local"
+    bucket: str | None = None
     buckets: frozenset[str] = frozenset()
+    url_expiry: int | None = None
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -153,7 +218,9 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+    def put(self, key: str, data: bytes, content_type: str, *, bucket: str | None = None) -> StoredObject:
+        if bucket is not None:
+            raise StorageError("local storage has no buckets")
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +278,9 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"could not delete {key} ({exc.strerror or 'I/O error'})") from exc
 
-    def delete_many(self, keys: Iterable[str]) -> None:
+    def delete_many(self, keys: Iterable[str], *, bucket: str | None = None) -> None:
+        if bucket is not None:
+            raise StorageError("local storage has no buckets")
         failed = []
         for key in keys:
             try:
@@ -223,6 +292,29 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"could not look up {key} ({exc.strerror or 'I/O error'})") from exc
+        if not path.is_file():
+            return None
+        return StoredObject(key=key, url=str(path), size=size, content_type="")
+
+    def key_of(self, url: str) -> str | None:
+        """The key of a path `put` returned (a `file://` URL of one too)."""
+        path = unquote(urlsplit(url).path) if url.startswith("file://") else url
+        if not Path(path).is_absolute():
+            return None
+        try:
+            relative = Path(os.path.normpath(path)).relative_to(self.root).as_posix()
+            return check_key(relative)
+        except ValueError:
+            return None
 
     def check(self) -> None:
         try:
@@ -331,7 +423,7 @@ class S3Storage:
         multipart_threshold: int = 16 * 1024 * 1024,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
-        fetch_buckets: Iterable[str] = (),
+        extra_buckets: Iterable[str] = (),
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -342,9 +434,11 @@ class S3Storage:
         self.conditional_writes = True
         self.presign_expiry_seconds = presign_expiry_seconds
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
-        # Buckets an `s3://` input may read: ours, plus those the operator lists. Reading any bucket the
-        # credentials reach would let a request read objects it was never meant to see.
-        self.buckets = frozenset({bucket, *fetch_buckets})
+        self.url_expiry = None if self.public_base_url else presign_expiry_seconds
+        # Buckets an `s3://` URL of a request may read or write: ours, plus those the operator lists. Any
+        # bucket the credentials reach would let a request read or overwrite objects it was never meant to.
+        self.buckets = frozenset({bucket, *extra_buckets})
+        self._presigned_base: tuple[str, str, str] | None = None
         self.config = Config(
             signature_version="s3v4",
             region_name=region or "us-east-1",
@@ -395,7 +489,7 @@ class S3Storage:
             multipart_threshold=settings.s3_multipart_threshold_mb * 1024 * 1024,
             connect_timeout=settings.s3_connect_timeout,
             read_timeout=settings.s3_read_timeout,
-            fetch_buckets=[b.strip() for b in settings.s3_fetch_buckets.split(",") if b.strip()],
+            extra_buckets=settings.extra_buckets(),
         )
 
     def _fail(self, what: str, exc: BaseException) -> StorageError:
@@ -403,38 +497,88 @@ class S3Storage:
         logger.warning("storage: %s failed: %s", what, cause)
         return StorageError(f"could not {what} ({cause})")
 
-    def url(self, key: str) -> str:
-        """Where a client fetches `key`: the public URL, or a presigned GET valid for the configured time."""
+    def _bucket(self, bucket: str | None) -> str:
+        if bucket is None:
+            return self.bucket
+        if bucket not in self.buckets:  # callers check first; this is the backstop
+            raise StorageError(f"bucket {bucket} is not one this worker may use")
+        return bucket
+
+    def url(self, key: str, *, bucket: str | None = None) -> str:
+        """Where a client fetches `key`: the public URL (our bucket only), or a presigned GET valid for the
+        configured time."""
         check_key(key)
-        if self.public_base_url:
+        if self.public_base_url and bucket in (None, self.bucket):
             return f"{self.public_base_url}/{key}"
         try:
             return str(
                 self.client.generate_presigned_url(
                     "get_object",
-                    Params={"Bucket": self.bucket, "Key": key},
+                    Params={"Bucket": self._bucket(bucket), "Key": key},
                     ExpiresIn=self.presign_expiry_seconds,
                 )
             )
         except Exception as exc:
             raise self._fail(f"sign a URL for {key}", exc) from None
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+    def put(self, key: str, data: bytes, content_type: str, *, bucket: str | None = None) -> StoredObject:
         check_key(key)
+        target = self._bucket(bucket)
         try:
             # upload_fileobj: one PUT below the threshold, else a multipart upload that s3transfer
             # aborts when a part fails. Either way the object appears only once it is complete.
             self.client.upload_fileobj(
                 io.BytesIO(data),
-                self.bucket,
+                target,
                 key,
                 ExtraArgs={"ContentType": content_type},
                 Config=self.transfer,
             )
         except Exception as exc:
             raise self._fail(f"upload {key}", exc) from None
-        logger.info("stored %s (%d bytes) in bucket %s", key, len(data), self.bucket)
-        return StoredObject(key=key, url=self.url(key), size=len(data), content_type=content_type)
+        logger.info("stored %s (%d bytes) in bucket %s", key, len(data), target)
+        other = target if target != self.bucket else None
+        return StoredObject(key, self.url(key, bucket=other), len(data), content_type, bucket=other)
+
+    def stat(self, key: str) -> StoredObject | None:
+        check_key(key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise self._fail(f"look up {key}", exc) from None
+        return StoredObject(key, self.url(key), int(head.get("ContentLength", 0)), str(head.get("ContentType", "")))
+
+    def key_of(self, url: str) -> str | None:
+        """The key of a URL `url()` gave: `<public base>/<key>`, or a presigned GET of our bucket at our
+        endpoint (its signature and expiry are not looked at: a fresh one replaces it)."""
+        parts = urlsplit(url.strip())
+        candidates = []
+        if self.public_base_url:
+            base = urlsplit(self.public_base_url)
+            candidates.append((base.scheme, base.netloc, base.path.rstrip("/") + "/"))
+        candidates.append(self._presigned_prefix())
+        for scheme, netloc, prefix in candidates:
+            if (parts.scheme.lower(), parts.netloc.lower()) == (scheme.lower(), netloc.lower()):
+                path = unquote(parts.path)
+                if path.startswith(prefix):
+                    try:
+                        return check_key(path[len(prefix) :])
+                    except ValueError:
+                        return None
+        return None
+
+    def _presigned_prefix(self) -> tuple[str, str, str]:
+        """(scheme, host, path before the key) of this client's presigned URLs for our bucket: path-style
+        `/<bucket>/` or virtual-hosted `/`, as the client's addressing style makes them."""
+        if self._presigned_base is None:
+            probe = "k"
+            parts = urlsplit(
+                self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": probe})
+            )
+            self._presigned_base = (parts.scheme, parts.netloc, parts.path[: -len(probe)])
+        return self._presigned_base
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
         """One PutObject with `If-None-Match: *` (never multipart: CreateMultipartUpload takes no
@@ -527,14 +671,15 @@ class S3Storage:
         except Exception as exc:
             raise self._fail(f"delete {key}", exc) from None
 
-    def delete_many(self, keys: Iterable[str]) -> None:
+    def delete_many(self, keys: Iterable[str], *, bucket: str | None = None) -> None:
         pending = [check_key(k) for k in dict.fromkeys(keys)]
+        target = self._bucket(bucket)
         failed: list[str] = []
         for start in range(0, len(pending), 1000):  # DeleteObjects takes at most 1000 keys
             batch = pending[start : start + 1000]
             try:
                 response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                    Bucket=target, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
                 )
             except Exception as exc:
                 raise self._fail(f"delete {len(pending)} objects", exc) from None
@@ -575,6 +720,20 @@ def open_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir)
 
 
+def delete_refs(storage: Storage, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
+    """Delete every object (one call per bucket); returns those that could not be deleted."""
+    by_bucket: dict[str | None, list[str]] = {}
+    for ref in dict.fromkeys(refs):
+        by_bucket.setdefault(ref.bucket, []).append(ref.key)
+    left: list[ObjectRef] = []
+    for bucket, keys in by_bucket.items():
+        try:
+            storage.delete_many(keys, bucket=bucket)
+        except StorageError:
+            left += [ObjectRef(k, bucket) for k in keys]
+    return left
+
+
 class StagedWrites:
     """The objects one job has put, so a job that fails part-way removes what it wrote.
 
@@ -584,36 +743,36 @@ class StagedWrites:
         # an exception inside the block deletes both (best effort), then propagates
 
     A key is recorded before its upload starts: an upload that failed on the client side may still
-    have completed on the server. `rollback()` returns the keys it could not delete (storage down)
-    and keeps them, so a later `rollback()` (e.g. at the next job) retries; they are logged, and
-    they are unguessable uuid keys nothing links to.
+    have completed on the server. `rollback()` returns the objects it could not delete (storage down)
+    and keeps them, so a later `rollback()` (e.g. at the next job) retries; they are logged. Job keys
+    are unguessable uuid keys nothing links to; a named output (`output_key`, `output_url`) is removed
+    the same way, in whichever bucket it went to.
     """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self.keys: list[str] = []
+        self.refs: list[ObjectRef] = []
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        self.keys.append(key)
-        return self.storage.put(key, data, content_type)
+    def put(self, key: str, data: bytes, content_type: str, *, bucket: str | None = None) -> StoredObject:
+        self.refs.append(ObjectRef(key, bucket))
+        return self.storage.put(key, data, content_type, bucket=bucket)
 
     def commit(self) -> None:
         """Keep everything put so far: a later rollback no longer touches it."""
-        self.keys.clear()
+        self.refs.clear()
 
-    def rollback(self) -> list[str]:
-        """Delete everything recorded. Returns (and keeps, so a later call retries) the keys that could
+    def rollback(self) -> list[ObjectRef]:
+        """Delete everything recorded. Returns (and keeps, so a later call retries) the objects that could
         not be deleted."""
-        if not self.keys:
+        if not self.refs:
             return []
-        try:
-            self.storage.delete_many(self.keys)
-        except StorageError:
-            logger.error("storage: a failed job left %d objects not yet removed: %s", len(self.keys), self.keys)
-            return list(self.keys)
-        logger.info("storage: removed %d objects of a failed job", len(self.keys))
-        self.keys = []
-        return []
+        left = delete_refs(self.storage, self.refs)
+        if left:
+            logger.error("storage: a failed job left %d objects not yet removed: %s", len(left), [r.key for r in left])
+        else:
+            logger.info("storage: removed %d objects of a failed job", len(self.refs))
+        self.refs = left
+        return list(left)
 
     def __enter__(self) -> StagedWrites:
         return self

@@ -15,8 +15,9 @@ from tts_worker import subtitles
 from tts_worker.alignment import Aligner
 from tts_worker.job import Job
 from tts_worker.normalize import Normalized, written_timings
+from tts_worker.options import SubtitlesRequest
 from tts_worker.results import StoredFile, Subtitles
-from tts_worker.schemas import AlignRequest, SubtitlesRequest, SynthesizeRequest
+from tts_worker.schemas import AlignRequest, SynthesizeRequest
 from tts_worker.words import WordTiming
 
 Span = tuple[int, int, int, int]

@@ -53,8 +53,9 @@ from tts_worker.errors import InvalidInput, RenderError
 if TYPE_CHECKING:
     from tts_worker.fetch import Fetcher
     from tts_worker.job import Job
+    from tts_worker.options import VideoRequest
     from tts_worker.results import Video
-    from tts_worker.schemas import AlignRequest, SynthesizeRequest, VideoRequest
+    from tts_worker.schemas import AlignRequest, SynthesizeRequest
     from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)

@@ -1,9 +1,14 @@
 """The voice library: reference clips and their transcripts, kept in storage.
 
     voices/<name>.wav    the reference audio: mono 24 kHz PCM-16, at most 12 s
+    voices/<name>.txt    its transcript, the original API's layout (read when there is no sidecar)
     voices/<name>.json   sidecar: {"name", "ref_text", "language", "duration", "sample_rate",
-                         "sha256" (of the .wav), "created" (ISO 8601 UTC), "trimmed_from"}
-    voices/<name>.txt    transcript in the original API's layout (read when there is no sidecar)
+                         "sha256" (of the .wav), "created" (ISO 8601 UTC), "trimmed_from",
+                         "ref_text_source" ("given" or "transcribed"), "replaced_ref_text"}
+
+A bucket in the original layout (.wav + .txt, no sidecar) is a library as it is: such voices are
+listed and used, and nothing rewrites their files; a sidecar is only written by an upload or the
+import command.
 
 `default` (no voice given) is the English clip that ships with f5_tts; the name is reserved.
 
@@ -13,11 +18,17 @@ Operations (`VoiceLibrary`): `get(name)`, `upload(...)`, `list(limit, cursor)`,
 `upload` validates and converts the clip (mono, 24 kHz) and trims it to at most
 12 s at the last pause before 12 s (a hard cut with a short fade when there is
 no pause). A trimmed clip no longer matches a transcript given for the whole
-clip, so it is transcribed again with `transcribe` when one is given, else
-refused. The sidecar is the commit marker: a replaced voice's sidecar/.txt is
-removed first, the audio is written, then the sidecar; if the sidecar cannot be
-written the audio is deleted. A failed upload therefore never leaves a voice
-that looks usable with the wrong text.
+clip, so it is transcribed again with `transcribe` when one is given (the
+sidecar keeps the given text as `replaced_ref_text`, and `VoiceInfo.warnings`
+says so), else refused. The text must be plausible for the clip's length
+(`engine.check_reference_text`, the rule synthesis applies), so the library
+never holds a voice that synthesis would refuse.
+
+Write order: a replaced voice's sidecar and .txt are removed first, then the
+audio is written, then the .txt (from here on the pair is a voice in the
+original layout, with the right text), then the sidecar, which completes it;
+if a write fails, what this upload wrote is deleted. A failed upload therefore
+never leaves a voice that looks usable with the wrong text.
 
 Concurrent uploads of one name: with `replace` false exactly one succeeds; the
 others are refused naming `voice_name`. Within a library (one worker) the
@@ -36,21 +47,12 @@ For library voices `cache_key(name)` computes the prepared-reference cache key
 (`reference_key`) from the sidecar alone, so a warm job skips the
 audio download and the decode/resample/normalise step.
 
-This module imports no torch (the import command runs without the models).
-
-Seed import: a directory in the original API's layout (`Voices/<name>.wav` +
-`<name>.txt`) goes into the configured storage with
-
-    python -m tts_worker.voices import Voices/ [--replace] [--language en]
-
-(`import_seed()` in code). Storage comes from the environment as for the
-worker (`S3_BUCKET`... or `STORAGE_DIR`). Clips longer than 12 s need a
-transcriber, which the command has not: they are reported and skipped.
+This module imports no torch. `python -m tts_worker.voices import DIR` (in
+`tts_worker.voice_import`) brings a directory in the original layout into the library.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -58,16 +60,16 @@ import logging
 import sys
 import threading
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from importlib.resources import files
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tts_worker import audio
-from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound, WorkerError
+from tts_worker.engine import check_reference_text
+from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound
 from tts_worker.schemas import voice_name
 from tts_worker.storage import Storage
 
@@ -116,21 +118,28 @@ class VoiceInfo:
     sha256: str | None = None
     created: str | None = None
     trimmed_from: float | None = None  # the uploaded clip's duration, when it was trimmed
+    ref_text_source: str | None = None  # "given" with the upload, or "transcribed"
+    replaced_ref_text: str | None = None  # a given text that trimming made stale, replaced by a transcript
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def warnings(self) -> list[str]:
+        """What the upload changed about what was sent."""
+        if self.replaced_ref_text is None:
+            return []
+        return [
+            f"ref_text: the clip was trimmed from {self.trimmed_from:g} s to {self.duration:g} s at a pause, so "
+            "the ref_text sent no longer matched it; the voice uses a transcript of the kept part instead "
+            "(the sent text is kept as replaced_ref_text)"
+        ]
 
 
 @dataclass(frozen=True)
 class VoicePage:
     voices: list[VoiceInfo]
     next_cursor: str | None  # pass back as `cursor` for the next page; None on the last page
-
-
-@dataclass
-class ImportReport:
-    imported: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # file name -> error message
+    text_files: frozenset[str] = frozenset()  # names of the listed voices that have a voices/<name>.txt
 
 
 def audio_key(name: str) -> str:
@@ -242,6 +251,8 @@ class VoiceLibrary:
                     sha256=meta.get("sha256"),
                     created=meta.get("created"),
                     trimmed_from=meta.get("trimmed_from"),
+                    ref_text_source=meta.get("ref_text_source"),
+                    replaced_ref_text=meta.get("replaced_ref_text"),
                 )
             except (ValueError, KeyError, TypeError, AttributeError):
                 logger.warning("voices: the sidecar of %s is unreadable", name)
@@ -310,13 +321,25 @@ class VoiceLibrary:
                 f"{self.max_seconds:g} s is used for cloning), so ref_text no longer matches the audio; "
                 f"upload a clip of at most {self.max_seconds:g} s with its text"
             )
+        replaced = text if trimmed and text else None
+        source = "given"
         if trimmed or not text:
             if transcribe is None:
                 raise InvalidInput("ref_text: is required: no speech recognition model is available to transcribe")
             text = " ".join(transcribe(clip, SAMPLE_RATE).split())
             if not text:
                 raise InvalidAudio(f"{field}: no speech was recognised in the clip; send its ref_text")
+            source = "transcribed"
             logger.info("voices: transcribed %s (%d characters)", name, len(text))
+            try:
+                check_reference_text(text, kept, field=field)
+            except InvalidInput:
+                raise InvalidAudio(
+                    f"{field}: the speech recognition heard {len(text)} characters in {kept:.1f} s, which cannot "
+                    "be what the clip says (too little or too much speech recognised); send its ref_text"
+                ) from None
+        else:
+            check_reference_text(text, kept, field="ref_text")  # what synthesis would refuse, refused now
 
         wav = audio.encode(clip, SAMPLE_RATE, "wav")
         info = VoiceInfo(
@@ -328,6 +351,8 @@ class VoiceLibrary:
             sha256=hashlib.sha256(wav).hexdigest(),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             trimmed_from=round(seconds, 3) if trimmed else None,
+            ref_text_source=source,
+            replaced_ref_text=replaced,
         )
         with self._lock(name):
             self._write(info, wav, replace)
@@ -346,12 +371,15 @@ class VoiceLibrary:
             raise _taken(name)
         sidecar = json.dumps({"version": SIDECAR_VERSION, **info.as_dict()}, ensure_ascii=False, indent=1)
         try:
+            # The .txt keeps the bucket readable by the original API's tools; with it the voice is whole in
+            # the original layout, and the sidecar (last) adds the metadata.
+            self._storage.put(text_key(name), (info.ref_text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
             self._storage.put(sidecar_key(name), sidecar.encode("utf-8"), "application/json")
         except BaseException:
-            try:  # the audio is this upload's own (created or replaced by it): deleting it frees the name
-                self._storage.delete(audio_key(name))
+            try:  # the audio (and .txt) are this upload's own (created or replaced by it): deleting frees the name
+                self._storage.delete_many([text_key(name), audio_key(name)])
             except StorageError:
-                logger.error("voices: %s has audio but no sidecar; it is not usable until uploaded again", name)
+                logger.error("voices: %s was written only in part; it is not usable until uploaded again", name)
             raise
 
     # -- list and delete ------------------------------------------------------------------------------
@@ -374,7 +402,8 @@ class VoiceLibrary:
             names = [n for n in names if n > cursor]
         page = names[:limit]
         voices = [info for n in page if (info := self.info(n)) is not None]
-        return VoicePage(voices, page[-1] if len(names) > limit else None)
+        texts = frozenset(n for n in page if "txt" in files[n])
+        return VoicePage(voices, page[-1] if len(names) > limit else None, texts)
 
     def delete(self, name: str) -> None:
         name = checked_name(name)
@@ -391,59 +420,7 @@ def _taken(name: str) -> InvalidInput:
     return InvalidInput(f"voice_name: a voice named {name!r} already exists; set replace to true to overwrite it")
 
 
-def import_seed(
-    library: VoiceLibrary,
-    directory: Path,
-    *,
-    replace: bool = False,
-    language: str | None = None,
-    transcribe: Transcriber | None = None,
-) -> ImportReport:
-    """Upload every `<name>.wav` (+ `<name>.txt`) in `directory`; one voice's failure doesn't stop the rest."""
-    if not directory.is_dir():
-        raise InvalidInput(f"directory: {directory} is not a directory")
-    report = ImportReport()
-    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".wav" and p.is_file()):
-        text_path = path.with_suffix(".txt")
-        text = text_path.read_text(encoding="utf-8").strip() if text_path.is_file() else None
-        try:
-            library.upload(path.stem, path.read_bytes(), text, language, replace=replace, transcribe=transcribe)
-        except WorkerError as exc:
-            report.failed[path.name] = exc.message
-            logger.warning("voices: %s not imported: %s", path.name, exc.message)
-        else:
-            report.imported.append(path.stem)
-    return report
+if __name__ == "__main__":  # python -m tts_worker.voices import DIR
+    from tts_worker.voice_import import main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tts_worker.voices import DIR`: exit 0 when every voice was imported, 1 otherwise."""
-    from tts_worker import log
-    from tts_worker.settings import Settings
-    from tts_worker.storage import open_storage
-
-    parser = argparse.ArgumentParser(prog="python -m tts_worker.voices", description="Manage the voice library.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    imp = commands.add_parser("import", help="import a seed directory of <name>.wav + <name>.txt")
-    imp.add_argument("directory", type=Path)
-    imp.add_argument("--replace", action="store_true", help="overwrite voices that already exist")
-    imp.add_argument("--language", default=None, help="language recorded for every imported voice")
-    args = parser.parse_args(argv)
-
-    settings = Settings()
-    log.configure(settings.log_level)
-    library = VoiceLibrary.from_settings(open_storage(settings), settings)
-    try:
-        report = import_seed(library, args.directory, replace=args.replace, language=args.language)
-    except WorkerError as exc:
-        logger.error("voices: %s", exc.message)
-        return 1
-    logger.info("voices: imported %d: %s", len(report.imported), ", ".join(report.imported) or "-")
-    if report.failed:  # each one was logged with its reason by import_seed
-        logger.error("voices: %d not imported: %s", len(report.failed), ", ".join(report.failed))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())
