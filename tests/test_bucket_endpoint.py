@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tts_worker.bucket_endpoint import BucketTarget, resolve
+from tts_worker.s3 import S3Options, S3Storage
 from tts_worker.settings import Settings, describe_errors
-from tts_worker.storage import LocalStorage, S3Storage, open_storage
+from tts_worker.storage import LocalStorage, open_storage
 
 R2_ACCOUNT = "0123456789abcdef0123456789abcdef"
 
@@ -137,14 +138,14 @@ def test_endpoint_shapes_resolve_to_bucket_service_endpoint_region_and_style(end
     target = resolve(bucket=bucket, endpoint_url=endpoint)
     assert target is not None
     assert (target.bucket, target.endpoint_url, target.region, target.addressing_style, target.provider) == expected
-    storage = S3Storage(
-        target.bucket,
+    options = S3Options(
         endpoint_url=target.endpoint_url,
         access_key_id="AKIDEXAMPLE",
         secret_access_key="secret-example",
         region=target.region,
         addressing_style=target.addressing_style,
     )
+    storage = S3Storage(target.bucket, options)
     url = urlsplit(storage.url("output/x.wav"))
     assert f"{url.scheme}://{url.netloc}{url.path}" == signed
     assert f"%2F{target.region}%2Fs3%2Faws4_request" in url.query  # signed for the region it resolved

@@ -26,7 +26,8 @@ from tts_worker.errors import InvalidInput, StorageError, VoiceNotFound
 from tts_worker.fetch import Fetcher
 from tts_worker.handler import make_handler
 from tts_worker.pipeline import Worker
-from tts_worker.storage import LocalStorage, S3Storage, StoredObject
+from tts_worker.s3 import S3Storage
+from tts_worker.storage import LocalStorage, StoredObject
 from tts_worker.voices import VoiceLibrary
 
 __all__ = ["s3_server"]

@@ -49,8 +49,9 @@ from tts_worker.errors import VoiceNotFound
 from tts_worker.fetch import Fetcher
 from tts_worker.handler import make_handler, make_streaming_handler
 from tts_worker.pipeline import Worker
+from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, S3Storage, Storage
+from tts_worker.storage import LocalStorage, Storage
 from tts_worker.voices import VoiceLibrary
 
 __all__ = ["s3_server"]

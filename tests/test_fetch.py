@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from s3server import BUCKET, SeaweedS3, s3_server, s3_settings
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError
 from tts_worker.fetch import Fetcher, address_refusal, decode_base64
+from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, S3Storage
+from tts_worker.storage import LocalStorage
 
 __all__ = ["s3_server"]
 

@@ -30,8 +30,9 @@ from tts_worker import outputs
 from tts_worker.fetch import Fetcher
 from tts_worker.handler import make_handler
 from tts_worker.pipeline import Worker
+from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, S3Storage
+from tts_worker.storage import LocalStorage
 
 __all__ = ["s3_server"]
 

@@ -13,8 +13,9 @@ import pytest
 
 from s3server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, s3_server, s3_settings
 from tts_worker.errors import StorageError
+from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, S3Storage, StagedWrites, new_key, open_storage
+from tts_worker.storage import LocalStorage, StagedWrites, new_key, open_storage
 
 __all__ = ["s3_server"]  # the fixture, imported so pytest sees it here
 

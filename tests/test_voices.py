@@ -17,7 +17,8 @@ from tts_worker import voice_import
 from tts_worker.audio import trim_at_pause
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound
 from tts_worker.references import ReferenceCache
-from tts_worker.storage import LocalStorage, S3Storage, StoredObject
+from tts_worker.s3 import S3Storage
+from tts_worker.storage import LocalStorage, StoredObject
 from tts_worker.voice_import import import_seed
 from tts_worker.voices import VoiceLibrary, reference_key
 

@@ -21,7 +21,7 @@ signature); only bucket names, hosts and S3 error codes. Probe objects are
 With no bucket configured it checks that STORAGE_DIR can be written and says results would be paths
 on this machine.
 
-It drives `S3Storage` and its boto3 client (storage.py) and reads botocore's error answers itself:
+It drives `S3Storage` and its boto3 client (s3.py) and reads botocore's error answers itself:
 their codes are what tell a wrong secret from a missing bucket.
 """
 
@@ -43,8 +43,9 @@ from pydantic import ValidationError
 from tts_worker import log
 from tts_worker.bucket_endpoint import BucketTarget
 from tts_worker.errors import StorageError
+from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings, describe_errors
-from tts_worker.storage import LocalStorage, S3Storage
+from tts_worker.storage import LocalStorage
 
 out = logging.getLogger(__name__)
 
