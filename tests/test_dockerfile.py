@@ -213,7 +213,8 @@ def test_attention_backend_uses_the_images_flash_attn_only_where_it_runs(
 
 
 def test_runpod_hub_files_have_the_shape_the_hub_reads_and_a_job_the_worker_accepts():
-    from tts_worker.schemas import Limits, SynthesizeRequest, parse_request
+    from tts_worker.parsing import parse_request
+    from tts_worker.schemas import Limits, SynthesizeRequest
 
     hub = json.loads((ROOT / ".runpod/hub.json").read_text())
     assert {"title", "description", "type", "category", "config"} <= set(hub) and hub["type"] == "serverless"

@@ -26,7 +26,8 @@ import soundfile as sf
 from tts_worker.errors import InvalidInput, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.handler import make_handler
-from tts_worker.schemas import REQUESTS, Limits, SubtitlesRequest, parse_request
+from tts_worker.parsing import parse_request
+from tts_worker.schemas import REQUESTS, Limits, SubtitlesRequest
 from tts_worker.settings import Settings
 from tts_worker.storage import LocalStorage, check_key
 from tts_worker.styles import PRESETS

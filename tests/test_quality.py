@@ -517,7 +517,8 @@ def test_policy_fills_the_request_from_the_defaults():
 
 def test_the_quality_field_is_validated_with_named_errors():
     from tts_worker.errors import InvalidInput
-    from tts_worker.schemas import Limits, parse_request
+    from tts_worker.parsing import parse_request
+    from tts_worker.schemas import Limits
 
     limits = Limits(max_text_chars=100)
     req = parse_request({"text": "Hi.", "quality": {"mode": "retry", "max_attempts": 2, "max_error_rate": 0}}, limits)
@@ -606,7 +607,8 @@ def test_worker_retry_reports_every_chunk_and_completes_when_chunks_still_fail(w
 
 
 def test_worker_streams_each_chunk_after_its_retries(worker):
-    from tts_worker.schemas import Limits, parse_request
+    from tts_worker.parsing import parse_request
+    from tts_worker.schemas import Limits
 
     partials: list[dict] = []
     job = {"text": TWO_CHUNKS, "seed": 5, "nfe_steps": 2, "stream": True, "word_timings": False,

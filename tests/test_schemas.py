@@ -5,7 +5,8 @@ import math
 import pytest
 
 from tts_worker.errors import InvalidInput, UnknownOperation
-from tts_worker.schemas import Limits, SynthesizeRequest, parse_request, voice_name
+from tts_worker.parsing import parse_request
+from tts_worker.schemas import Limits, SynthesizeRequest, voice_name
 
 LIMITS = Limits(max_text_chars=100)
 

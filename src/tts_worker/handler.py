@@ -3,7 +3,7 @@
 Every failure becomes `{"error": "<code>: <message>"}` (a string, so RunPod marks
 the job FAILED) and the worker keeps serving; an unexpected exception is logged
 with its traceback and answered without one. The field a message names is
-written as the request sent it (`schemas.name_fields`: `local_voice`, not `voice`).
+written as the request sent it (`parsing.name_fields`: `local_voice`, not `voice`).
 
 `make_handler` is the synchronous handler (tests, `--test_input`);
 `make_async_handler` runs it in a thread so RunPod's loop can hold up to
@@ -27,8 +27,9 @@ from typing import Any
 
 from tts_worker.errors import WorkerError
 from tts_worker.log import job_context
+from tts_worker.parsing import name_fields, parse_request
 from tts_worker.pipeline import Emit, Worker
-from tts_worker.schemas import Request, name_fields, parse_request
+from tts_worker.schemas import Request
 
 logger = logging.getLogger(__name__)
 
