@@ -112,6 +112,7 @@ def assert_one_voice(storage, name: str, winner_sha256: str, winner_text: str) -
     assert meta["ref_text"] == winner_text
     assert sorted(o.key for o in storage.list("voices/") if o.key.startswith(f"voices/{name}.")) == [
         f"voices/{name}.json",
+        f"voices/{name}.txt",  # the original layout's transcript, written with every upload
         f"voices/{name}.wav",
     ]
 
