@@ -191,10 +191,10 @@ class SidecarFails(Racing):
 def test_a_failed_upload_does_not_keep_the_name(stores):
     """The winner's sidecar write fails: its audio (the claim) goes again, and the name is free."""
     with pytest.raises(StorageError):
-        VoiceLibrary(SidecarFails(stores[0])).upload("freed", CLIPS[0], "Lost.", "en")
+        VoiceLibrary(SidecarFails(stores[0])).upload("freed", CLIPS[0], "Lost in the upload.", "en")
     assert stores[1].list("voices/") == []
-    info = VoiceLibrary(stores[1]).upload("freed", CLIPS[1], "Kept.", "en")
-    assert_one_voice(stores[0], "freed", info.sha256, "Kept.")
+    info = VoiceLibrary(stores[1]).upload("freed", CLIPS[1], "Kept in the library.", "en")
+    assert_one_voice(stores[0], "freed", info.sha256, "Kept in the library.")
 
 
 # -- put_if_absent ------------------------------------------------------------------------------------
