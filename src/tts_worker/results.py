@@ -62,17 +62,22 @@ class ModelInfo(TypedDict):
     tiny: bool
 
 
-class SynthesisResult(TypedDict):
+class _Files(TypedDict):
+    """The files an operation with a text may store besides its audio."""
+
+    subtitles: NotRequired[dict[str, StoredFile]]
+    subtitles_url: NotRequired[str]
+    video: NotRequired[StoredFile]
+    video_url: NotRequired[str]
+
+
+class SynthesisResult(_Files):
     status: Literal["completed"]
     operation: Literal["synthesize"]
     job_id: str
     type: NotRequired[Literal["result"]]  # streaming jobs: the last item
     audio_url: str
     audio: StoredFile
-    subtitles: NotRequired[dict[str, StoredFile]]
-    subtitles_url: NotRequired[str]
-    video: NotRequired[StoredFile]
-    video_url: NotRequired[str]
     storage: str
     duration: float
     sample_rate: int
@@ -112,14 +117,10 @@ class StreamedChunk(TypedDict):
     quality: NotRequired[dict[str, Any]]
 
 
-class AlignResult(TypedDict):
+class AlignResult(_Files):
     status: Literal["completed"]
     operation: Literal["align"]
     job_id: str
-    subtitles: NotRequired[dict[str, StoredFile]]
-    subtitles_url: NotRequired[str]
-    video: NotRequired[StoredFile]
-    video_url: NotRequired[str]
     storage: str
     duration: float
     text: str

@@ -221,29 +221,36 @@ class LocalStorage:
             raise StorageError("local storage has no buckets")
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+            tmp = self._complete_copy(path, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                Path(tmp).replace(path)
+                tmp.replace(path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise StorageError(f"could not write {key} to local storage ({exc.strerror or 'I/O error'})") from exc
         return StoredObject(key=key, url=str(path), size=len(data), content_type=content_type)
+
+    @staticmethod
+    def _complete_copy(path: Path, data: bytes) -> Path:
+        """`data` in a new hidden temp file beside `path` (never listed), complete when this returns."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
 
     def put_if_absent(self, key: str, data: bytes, content_type: str) -> StoredObject | None:
         """A complete temp file hard-linked to the key: the link fails when the name exists, so two
         processes can never both create it, and the object appears only once complete."""
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+            tmp = self._complete_copy(path, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
                 try:
                     os.link(tmp, path)
                 except FileExistsError:
@@ -255,9 +262,9 @@ class LocalStorage:
                     with self._fallback_lock:
                         if path.exists():
                             return None
-                        Path(tmp).replace(path)
+                        tmp.replace(path)
             finally:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"could not write {key} to local storage ({exc.strerror or 'I/O error'})") from exc
         return StoredObject(key=key, url=str(path), size=len(data), content_type=content_type)
