@@ -126,7 +126,9 @@ def original_subtitle_options(data: Any) -> Any:
         if not isinstance(fmt, str):
             raise ValueError("options.subtitle_format: should be a string")
         if fmt.lower().strip() not in SUBTITLE_FORMATS:
-            raise ValueError(f"options.subtitle_format: should be one of {', '.join(SUBTITLE_FORMATS)}")
+            # Worded as pydantic words the same rule for `subtitles.formats`.
+            choices = ", ".join(repr(f) for f in SUBTITLE_FORMATS[:-1]) + f" or {SUBTITLE_FORMATS[-1]!r}"
+            raise ValueError(f"options.subtitle_format: should be {choices}")
         data["subtitles"] = {"formats": [fmt]}
     return data
 
