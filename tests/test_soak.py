@@ -184,5 +184,4 @@ def test_open_descriptors_return_to_baseline(soak):
 
 def test_resident_memory_after_warm_up_grows_less_than_50_mb(soak):
     growth = soak.rss[1] - soak.rss[0]
-    print("RSSTRACE", soak.rss[0] // 2**20, [r // 2**20 for r in soak.rss_after_job[::10]], soak.rss[1] // 2**20)
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MB over {JOBS} jobs"
