@@ -364,7 +364,8 @@ def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
         samples, rate = audio.decode(data, field="voice")
         ref = worker.engine.prepare_reference(audio.resample(samples, rate, tts.SAMPLE_RATE), text, max_seconds=12)
         gens = [tts.Generation(ref, TEXT_10S, tts.SamplingParams(nfe_steps=nfe), SEED)]
-        judge = AsrJudge(worker.aligner, chars_per_second=reference_rate(ref))
+        # as the worker builds it: the transcript goes through the normaliser, part of the judge's cost
+        judge = AsrJudge(worker.aligner, normalizer=worker.normalizer, chars_per_second=reference_rate(ref))
         worker.engine.generate_batch(gens)  # the first generation of this length builds its kernels
         judged: list[tuple[float, float]] = []  # (time, judge seconds so far) after each take
         # `loop` is bound by the time the loop calls back

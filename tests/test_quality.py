@@ -20,7 +20,7 @@ import torch
 from tts_worker import audio, quality, tts
 from tts_worker.batching import Batcher
 from tts_worker.options import QualityRequest
-from tts_worker.quality import AsrJudge, Loudness, Policy, Verdict, comparable, word_error_rate
+from tts_worker.quality import AsrJudge, Comparison, Loudness, Policy, Verdict, comparable, word_error_rate
 from tts_worker.retakes import Retakes, attempt_seed
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, Settings
 from tts_worker.voices import default_voice
@@ -385,6 +385,91 @@ def test_a_normaliser_can_be_plugged_in(worker):
     assert AsrJudge(worker.aligner, normalize_text=spell_out).normalize is spell_out
 
 
+# -- the comparison the worker's judge makes: the normaliser on both sides, then `comparable` ---------------
+
+
+@pytest.fixture(scope="module")
+def normalizer(worker):
+    return worker.normalizer  # the real English grammars the tiny bake compiled
+
+
+def chunk_error_rate(normalizer, written: str, transcript: str, lexicon: dict[str, str] | None = None) -> float:
+    """The judge's error rate for a correct chunk: the chunk's text is what the worker speaks for `written`."""
+    spoken = normalizer.spoken_text(written, "en", lexicon)
+    return word_error_rate(spoken, transcript, Comparison("en", normalizer, lexicon))
+
+
+SENTENCE = "It costs $3.50 at 7:30 pm, Dr. Smith said."  # compared: 13 words ("P M" is one: "pm")
+# (what the user wrote, what Whisper writes for a take that says it right)
+WHISPER_SPELLINGS = [
+    (SENTENCE, "It costs $3.50 at 7:30 p.m., Dr. Smith said."),
+    (SENTENCE, "It costs three dollars and fifty cents at 7.30pm. Doctor Smith said."),
+    ("Prices rose 50% last year.", "Prices rose 50 percent last year."),
+    ("Prices rose 50% last year.", "Prices rose 50 per cent last year."),
+    ("Prices rose fifty percent last year.", "Prices rose 50% last year."),
+    ("The FBI agent left.", "The FBI agent left."),
+    ("The FBI agent left.", "The F.B.I. agent left."),
+    ("The FBI agent left.", "the f.b.i. agent left"),
+    ("The FBI agent left.", "The F B I agent left."),
+    ("I am a U.S. citizen.", "I'm a US citizen."),
+    ("Meet me at 9am on Jan. 5, 2025.", "Meet me at 9 a.m. on January 5th, 2025."),
+    ("We drove 5 km to St. Louis.", "We drove five kilometers to Saint Louis."),
+    ("It weighs 12kg.", "It weighs 12 kg."),
+    ("Salt & pepper, e.g. this one.", "Salt and pepper, for example this one."),
+    ("In 1999 there were 1,234 people.", "In 1999, there were one thousand two hundred and thirty-four people."),
+    ("Call 555-123-4567 now.", "Call 555-123-4567 now."),
+]
+
+
+@pytest.mark.parametrize(("written", "transcript"), WHISPER_SPELLINGS)
+def test_a_correct_reading_compares_equal_however_whisper_writes_it(normalizer, written, transcript):
+    assert chunk_error_rate(normalizer, written, transcript) == pytest.approx(0.0)
+
+
+def test_without_the_normaliser_whisper_spellings_would_fail_correct_takes(normalizer):
+    """The defect the Comparison fixes: the chunk's text is spoken ("three dollars fifty cents"), Whisper
+    writes "$3.50" and "7:30 p.m.": `comparable` alone reads "3.50" as "three point five zero"."""
+    for written, transcript in WHISPER_SPELLINGS[:2]:
+        spoken = normalizer.spoken_text(written, "en")
+        assert word_error_rate(spoken, transcript, comparable) > DEFAULT_MAX_ERROR_RATE
+        assert word_error_rate(spoken, transcript, Comparison("en", normalizer)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("written", "transcript", "rate"),
+    [
+        (SENTENCE, "It costs $3.50 at 7:30 p.m., Smith said.", 1 / 13),  # a skipped word
+        (SENTENCE, "It costs $3.50 at 7:30 p.m., Dr. Dr. Smith said.", 1 / 13),  # a repeated word
+        (SENTENCE, "It costs $4.50 at 7:30 p.m., Dr. Smith said.", 1 / 13),  # a wrong amount
+        (SENTENCE, "It costs $3.50 at 8:45 p.m., Dr. Smith said.", 3 / 13),  # a wrong time: eight forty five
+        (SENTENCE, "It costs $3.50 at 7:30 a.m., Dr. Smith said.", 1 / 13),  # pm read as am
+        (SENTENCE, "It costs $3.50.", 7 / 13),  # the end swallowed
+        (SENTENCE, "It cost three fifty at seven, Smith said.", 6 / 13),  # a garbled reading
+        ("Prices rose 50% last year.", "Prices rose 15% last year.", 1 / 6),
+        ("The FBI agent left.", "The CIA agent left.", 1 / 4),
+        ("The FBI agent left.", "The FB agent left.", 1 / 4),
+        ("The FBI agent left.", "", 1.0),
+    ],
+)
+def test_a_wrong_reading_still_counts(normalizer, written, transcript, rate):
+    assert chunk_error_rate(normalizer, written, transcript) == pytest.approx(rate)
+
+
+def test_spelled_letters_compare_equal_and_single_letter_words_stay_words():
+    assert comparable("F B I") == comparable("FBI") == comparable("f.b.i.") == comparable("F.B.I.") == "fbi"
+    assert comparable("at seven thirty P M, doctor") == comparable("at seven thirty PM doctor")
+    assert comparable("I saw a U S ship") == "i saw a us ship"  # "I" and "a" are words
+    assert comparable("A B, C") == "ab c"  # punctuation ends a run
+
+
+def test_the_lexicon_is_applied_to_the_transcript_too(normalizer):
+    lexicon = {"GIF": "jif"}
+    # the chunk says "jif"; Whisper writes the word as "GIF" or as it sounds
+    assert chunk_error_rate(normalizer, "The GIF was small.", "The GIF was small.", lexicon) == 0.0
+    assert chunk_error_rate(normalizer, "The GIF was small.", "The jif was small.", lexicon) == 0.0
+    assert chunk_error_rate(normalizer, "The GIF was small.", "The gift was small.", lexicon) == pytest.approx(1 / 4)
+
+
 def test_error_rate_is_capped_at_one_but_the_score_still_ranks_babble_lower():
     babble = Verdict.of(["asr_mismatch"], word_error_rate("Hello.", "la la la la", comparable))
     nothing = Verdict.of(["asr_mismatch"], word_error_rate("Hello.", "", comparable))
@@ -625,3 +710,20 @@ def test_align_checks_existing_audio_against_its_text(worker):
     assert checked["quality"]["mode"] == "check" and checked["quality"]["passed"] is False
     assert checked["quality"]["error_rate"] == 1.0 and "asr_mismatch" in checked["quality"]["reasons"]
     assert "quality" not in run_job(worker, align)
+
+
+def test_the_workers_judge_compares_through_the_normaliser_and_the_jobs_lexicon(worker, monkeypatch):
+    """Synthesis and align judge with the worker's normaliser and the job's lexicon: a take that Whisper
+    writes as "$3.50 ... 7:30 p.m." says its chunk. The tiny ASR transcribes noise, so a stand-in
+    answers as Whisper would for a correct take."""
+    written = "The GIF cost $3.50 at 7:30 pm, Dr. Smith said."
+    heard = "The GIF cost $3.50 at 7:30 p.m., Dr. Smith said."
+    monkeypatch.setattr(worker.aligner, "transcribe", lambda wave, rate, language=None: heard)
+    request = {"text": written, "lexicon": {"GIF": "jif"}, "quality": {"mode": "check"}}
+    made = run_job(worker, {**request, "seed": 2, "nfe_steps": 2, "word_timings": False})
+    (chunk,) = made["chunks"]
+    assert chunk["spoken_text"] == "The jif cost three dollars fifty cents at seven thirty P M, doctor Smith said."
+    assert chunk["quality"]["transcript"] == heard and chunk["quality"]["error_rate"] == 0.0
+    assert "asr_mismatch" not in chunk["quality"]["reasons"]
+    checked = run_job(worker, {**request, "operation": "align", "audio_key": made["audio"]["key"]})
+    assert checked["quality"]["error_rate"] == 0.0 and "asr_mismatch" not in checked["quality"]["reasons"]

@@ -50,7 +50,13 @@ class Aligning:
         if req.quality is not None and req.quality.mode == "check":
             job.progress({"stage": "quality"})
             with job.watch.stage("quality"):
-                judge = AsrJudge(self.aligner, language=req.language, max_error_rate=req.quality.max_error_rate)
+                judge = AsrJudge(
+                    self.aligner,
+                    language=req.language,
+                    max_error_rate=req.quality.max_error_rate,
+                    normalizer=self.normalizer,
+                    lexicon=req.lexicon,
+                )
                 checked = check_audio(judge, wave, self.sample_rate, norm.spoken)
         subs = store_subtitles(job, req.subtitles, words, duration)
         rendered = video.store(job, req, words, wave, self.sample_rate, self.fetcher)

@@ -5,8 +5,10 @@ callable the retry loop (retakes.py) takes. It runs three kinds of checks, each
 failing with a short reason code:
 
     asr_mismatch         the ASR round trip: the baked Whisper model's transcript of the take against
-                         the text, both normalised the same way (`comparable`), word error rate by jiwer,
-                         above `max_error_rate` (skipped without an ASR model; no speech found = rate 1)
+                         the text, both normalised the same way (`Comparison`: the worker's normaliser
+                         for the job's language and lexicon, then `comparable`), word error rate by
+                         jiwer, above `max_error_rate` (skipped without an ASR model; no speech found
+                         = rate 1)
     unaligned_words      the forced aligner could not place words it has letters for
     squeezed_words       placed words of three or more letters lasting under NEAR_ZERO_SECONDS
     low_alignment_score  placed words the aligner scores under MIN_WORD_SCORE
@@ -29,10 +31,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import jiwer
 import numpy as np
@@ -88,6 +90,12 @@ NormalizeText = Callable[[str], str]
 """Text -> the form two texts are compared in (lower case, no punctuation, numbers as words)."""
 
 
+class SpokenText(Protocol):
+    """What the judge needs of the worker's `normalize.Normalizer` (not imported: it loads grammars)."""
+
+    def spoken_text(self, text: str, language: str, lexicon: Mapping[str, str] | None = None) -> str: ...
+
+
 @dataclass(frozen=True)
 class Policy:
     mode: QualityMode = "off"
@@ -131,8 +139,14 @@ class Verdict:
 # -- text -------------------------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(st|nd|rd|th)?(?!\w)", re.IGNORECASE)
-_NUMBER_AND = re.compile(r"\b(hundred|thousand|million|billion|trillion) and\b")
+# "and" inside an amount, which the normaliser leaves out and a transcript may write: "one hundred and
+# five", "three dollars and fifty cents"
+_NUMBER_AND = re.compile(r"\b(hundred|thousand|million|billion|trillion|dollars?|euros?|pounds?) and\b")
+_PER_CENT = re.compile(r"\bper cent\b")  # British spelling; the normaliser writes "percent"
 _DASHES = jiwer.SubstituteRegexes({r"[-\u2010-\u2015/]": " ", r"[\u2018\u2019\u02bc]": "'"})
+# Letters with dots between them: "F.B.I.", "f.b.i", "U.S." (not "e.g" inside a longer word).
+_DOTTED_LETTERS = re.compile(r"(?<![\w.])[^\W\d_](?:\.[^\W\d_])+\.?(?!\w)")
+_EDGE_PUNCTUATION = "\"'“”‘’«»()[]{}.,;:!?…"
 
 
 def _spoken_number(match: re.Match[str], language: str) -> str:
@@ -154,18 +168,59 @@ def _spoken_number(match: re.Match[str], language: str) -> str:
     return " ".join(w for w in words.replace(",", " ").replace("-", " ").split() if w != "and")
 
 
+def _spelled_letters(text: str) -> str:
+    """Letter sequences as one word: "F.B.I." -> "FBI", and runs of two or more single capital letters,
+    as the normaliser spells initialisms ("F B I", "P M,"), joined ("FBI", "PM,"). Capitals only, so
+    the words "a" and "I" beside other words stay words; a run ends at punctuation."""
+    text = _DOTTED_LETTERS.sub(lambda m: m.group(0).replace(".", ""), text)
+    out: list[str] = []
+    run = 0  # single capitals at the end of `out` that may still be joined
+    for token in text.split():
+        core = token.rstrip(_EDGE_PUNCTUATION)
+        if len(core) == 1 and core.isupper():
+            if run:
+                out[-1] += token
+            else:
+                out.append(token)
+            run = 0 if core != token else run + 1
+        else:
+            out.append(token)
+            run = 0
+    return " ".join(out)
+
+
 def comparable(text: str, language: str = "en") -> str:
-    """The default normaliser: lower case, numbers as words (num2words: "25" -> "twenty five", "1999" ->
-    "nineteen ninety nine", "3rd" -> "third"), dashes as spaces, English contractions expanded, no
-    punctuation, single spaces. Both sides of a comparison go through the same function."""
-    text = _DASHES(text.lower())
+    """The judge's folding: spelled letters joined ("F B I" = "FBI" = "f.b.i."), lower case, numbers as
+    words (num2words: "25" -> "twenty five", "1999" -> "nineteen ninety nine", "3rd" -> "third"),
+    dashes as spaces, English contractions expanded, no punctuation, single spaces. Both sides of a
+    comparison go through the same function (after the worker's normaliser: `Comparison`)."""
+    text = _DASHES(_spelled_letters(text).lower())
     text = _NUMBER.sub(lambda m: _spoken_number(m, language), text)
     steps: list[jiwer.AbstractTransform] = []
     if language == "en":
-        text = _NUMBER_AND.sub(r"\1", text)  # "one hundred and five" as written, as num2words is read
+        text = _PER_CENT.sub("percent", _NUMBER_AND.sub(r"\1", text))
         steps.append(jiwer.ExpandCommonEnglishContractions())
     steps += [jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
     return str(jiwer.Compose(steps)(text))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The form the judge compares a chunk's text and its transcript in: each goes through the worker's
+    normaliser for the job's language and lexicon ("$3.50" -> "three dollars fifty cents", "7:30 p.m."
+    -> "seven thirty P M", "Dr." -> "doctor", "FBI" -> "F B I"), then `comparable`. The chunk's text
+    is spoken text already (the normaliser leaves it as it is); the transcript is written the way Whisper
+    writes, digits and symbols included, so without the normaliser a correct take of "$3.50" would
+    count as wrong words. Without a normaliser (`None`), `comparable` alone."""
+
+    language: str = "en"
+    normalizer: SpokenText | None = None
+    lexicon: Mapping[str, str] | None = None
+
+    def __call__(self, text: str) -> str:
+        if self.normalizer is not None:
+            text = self.normalizer.spoken_text(text, self.language, self.lexicon)
+        return comparable(text, self.language)
 
 
 def word_error_rate(text: str, transcript: str, normalize: NormalizeText) -> float:
@@ -295,8 +350,10 @@ def alignment_reasons(
 class AsrJudge:
     """Judges takes with the worker's Aligner (its ASR model and forced aligner), for one job.
 
-    `chars_per_second` (the reference's: `len(ref.text.encode()) / ref.seconds`) and `speed` turn on the
-    duration check; without them (existing audio) it is skipped.
+    `normalizer` (the worker's) and `lexicon` (the request's) make its text comparison (`Comparison`);
+    `normalize_text` replaces that comparison altogether. `chars_per_second` (the reference's:
+    `len(ref.text.encode()) / ref.seconds`) and `speed` turn on the duration check; without them
+    (existing audio) it is skipped.
     """
 
     def __init__(
@@ -305,6 +362,8 @@ class AsrJudge:
         *,
         language: str = "en",
         max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
+        normalizer: SpokenText | None = None,
+        lexicon: Mapping[str, str] | None = None,
         normalize_text: NormalizeText | None = None,
         chars_per_second: float | None = None,
         speed: float = 1.0,
@@ -314,7 +373,7 @@ class AsrJudge:
         self.sample_rate = sample_rate  # of the takes it is given (the engine's)
         self.language = language
         self.max_error_rate = max_error_rate
-        self.normalize = normalize_text or (lambda text: comparable(text, language))
+        self.normalize = normalize_text or Comparison(language, normalizer, lexicon)
         self.chars_per_second = chars_per_second
         self.speed = speed
 

@@ -138,6 +138,8 @@ class Synthesizer:
             self.aligner,
             language=req.language,
             max_error_rate=policy.max_error_rate,
+            normalizer=self.normalizer,
+            lexicon=req.lexicon,
             chars_per_second=reference_rate(ref),
             speed=req.speed,
             sample_rate=self.engine.sample_rate,
