@@ -354,7 +354,7 @@ def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         from tts_worker import audio, tts
         from tts_worker.pipeline import Worker
-        from tts_worker.quality import AsrJudge, Policy, reference_rate
+        from tts_worker.quality import AsrJudge, Comparison, Policy, reference_rate
         from tts_worker.retakes import Retakes
         from tts_worker.settings import Settings
 
@@ -365,7 +365,8 @@ def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
         ref = worker.engine.prepare_reference(audio.resample(samples, rate, tts.SAMPLE_RATE), text, max_seconds=12)
         gens = [tts.Generation(ref, TEXT_10S, tts.SamplingParams(nfe_steps=nfe), SEED)]
         # as the worker builds it: the transcript goes through the normaliser, part of the judge's cost
-        judge = AsrJudge(worker.aligner, normalizer=worker.normalizer, chars_per_second=reference_rate(ref))
+        compare = Comparison("en", worker.normalizer)
+        judge = AsrJudge(worker.aligner, compare=compare, chars_per_second=reference_rate(ref))
         worker.engine.generate_batch(gens)  # the first generation of this length builds its kernels
         judged: list[tuple[float, float]] = []  # (time, judge seconds so far) after each take
         # `loop` is bound by the time the loop calls back

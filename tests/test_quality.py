@@ -382,7 +382,7 @@ def test_a_normaliser_can_be_plugged_in(worker):
 
     assert word_error_rate("cats & dogs", "cats and dogs", comparable) > 0
     assert word_error_rate("cats & dogs", "cats and dogs", spell_out) == 0.0
-    assert AsrJudge(worker.aligner, normalize_text=spell_out).normalize is spell_out
+    assert AsrJudge(worker.aligner, compare=spell_out).normalize is spell_out
 
 
 # -- the comparison the worker's judge makes: the normaliser on both sides, then `comparable` ---------------

@@ -15,7 +15,7 @@ from tts_worker.errors import InvalidInput, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.normalize import Normalized, Normalizer
-from tts_worker.quality import AsrJudge, check_audio
+from tts_worker.quality import AsrJudge, Comparison, check_audio
 from tts_worker.results import AlignResult, DeleteVoiceResult, ListVoicesResult, UploadVoiceResult
 from tts_worker.schemas import AlignRequest, DeleteVoiceRequest, ListVoicesRequest, UploadVoiceRequest
 from tts_worker.storage import Storage, check_key
@@ -54,8 +54,7 @@ class Aligning:
                     self.aligner,
                     language=req.language,
                     max_error_rate=req.quality.max_error_rate,
-                    normalizer=self.normalizer,
-                    lexicon=req.lexicon,
+                    compare=Comparison(req.language, self.normalizer, req.lexicon),
                 )
                 checked = check_audio(judge, wave, self.sample_rate, norm.spoken)
         subs = store_subtitles(job, req.subtitles, words, duration)

@@ -350,10 +350,10 @@ def alignment_reasons(
 class AsrJudge:
     """Judges takes with the worker's Aligner (its ASR model and forced aligner), for one job.
 
-    `normalizer` (the worker's) and `lexicon` (the request's) make its text comparison (`Comparison`);
-    `normalize_text` replaces that comparison altogether. `chars_per_second` (the reference's:
-    `len(ref.text.encode()) / ref.seconds`) and `speed` turn on the duration check; without them
-    (existing audio) it is skipped.
+    `compare` is the form its text comparison folds both sides into: `Comparison(language, normalizer,
+    lexicon)` with the worker's normaliser and the request's lexicon (default: `comparable` alone).
+    `chars_per_second` (the reference's: `len(ref.text.encode()) / ref.seconds`) and `speed` turn on the
+    duration check; without them (existing audio) it is skipped.
     """
 
     def __init__(
@@ -362,9 +362,7 @@ class AsrJudge:
         *,
         language: str = "en",
         max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-        normalizer: SpokenText | None = None,
-        lexicon: Mapping[str, str] | None = None,
-        normalize_text: NormalizeText | None = None,
+        compare: NormalizeText | None = None,
         chars_per_second: float | None = None,
         speed: float = 1.0,
         sample_rate: int = 24_000,
@@ -373,7 +371,7 @@ class AsrJudge:
         self.sample_rate = sample_rate  # of the takes it is given (the engine's)
         self.language = language
         self.max_error_rate = max_error_rate
-        self.normalize = normalize_text or Comparison(language, normalizer, lexicon)
+        self.normalize = compare or Comparison(language)
         self.chars_per_second = chars_per_second
         self.speed = speed
 

@@ -36,7 +36,7 @@ from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.normalize import Normalized, Normalizer, SpokenChunk, split_spoken
-from tts_worker.quality import AsrJudge, Policy, reference_rate
+from tts_worker.quality import AsrJudge, Comparison, Policy, reference_rate
 from tts_worker.references import VoicePrompts
 from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
 from tts_worker.retakes import Retakes, Submit
@@ -138,8 +138,7 @@ class Synthesizer:
             self.aligner,
             language=req.language,
             max_error_rate=policy.max_error_rate,
-            normalizer=self.normalizer,
-            lexicon=req.lexicon,
+            compare=Comparison(req.language, self.normalizer, req.lexicon),
             chars_per_second=reference_rate(ref),
             speed=req.speed,
             sample_rate=self.engine.sample_rate,
