@@ -17,7 +17,7 @@ Where the numbers come from (measured with DejaVu Sans, the font the worker ship
 - Outline 5.5 % of the font size and a 1.5-2 px shadow keep white text readable on a white frame
   (the tests render one and measure the outline pixels).
 
-From options (`tts_worker.subtitles.SubtitleOptions`) this module also derives the ASS styles
+From options (`tts_worker.subtitle_options.SubtitleOptions`) this module also derives the ASS styles
 (`ass_styles`) and the limits lines must fit in (`line_rules`): the width between the side insets
 less twice the outline and the shadow, and as many lines (the line pitch is the font size) as fit
 between `margin_v` and the safe inset on the other side. `margin_v` is where the ink ends: the ASS
@@ -37,7 +37,7 @@ from tts_worker import fonts
 from tts_worker.layout import LineRules
 
 if TYPE_CHECKING:
-    from tts_worker.subtitles import SubtitleOptions
+    from tts_worker.subtitle_options import SubtitleOptions
 
 
 @dataclass(frozen=True)
