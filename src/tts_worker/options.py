@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from tts_worker.sanitize import path_part
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
+from tts_worker.styles import Resolution
 from tts_worker.subtitle_options import SubtitleOptions
 from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat
 
@@ -85,7 +86,7 @@ class VideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    resolution: Literal["vertical", "landscape", "square"] | None = None  # None: the subtitles', else landscape
+    resolution: Resolution | None = None  # None: the subtitles', else landscape
     background: str = "#000000"
     format: Literal["mp4"] = "mp4"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tts_worker.errors import quote
 from tts_worker.fonts import DEFAULT_FONT
-from tts_worker.styles import POSITIONS, PRESETS, Preset
+from tts_worker.styles import POSITIONS, PRESETS, Preset, Resolution
 
 RESOLUTIONS = {name: (p.width, p.height) for name, p in PRESETS.items()}
 KARAOKE_TAGS = ("k", "kf", "ko")
@@ -54,7 +54,7 @@ class SubtitleOptions:
     margin_v: int | None = None
     """Distance in pixels from the top/bottom edge (ASS only), 0 to the canvas height less the font size, so a
     line always fits on the canvas; None: the preset's safe inset there."""
-    resolution: str = "landscape"
+    resolution: Resolution = "landscape"
     """"landscape" (1920x1080), "vertical" (1080x1920) or "square" (1080x1080): the ASS canvas."""
     karaoke: str = "k"
     """ASS karaoke: "k" (word switches colour), "kf" (colour sweeps over the word), "ko" (outline turns)."""
