@@ -178,6 +178,24 @@ def test_list_voices_paginates(handler):
     assert {"page-a", "page-b", "page-c"} <= set(names) | {v["name"] for v in rest["voices"]}
 
 
+def test_every_operation_answers_its_processing_time(handler):
+    """`processing_time` (seconds, a number) is on every operation's result, not only synthesize/align's."""
+    synth = ok(handler, {"text": "Timed.", "word_timings": False, **FAST})
+    clip = base64.b64encode(wav_bytes(2.0)).decode()
+    upload = {"operation": "upload_voice", "voice_name": "timed", "voice_base64": clip, "ref_text": "Hi there."}
+    results = {
+        "synthesize": synth,
+        "align": ok(handler, {"operation": "align", "text": "Timed.", "audio_key": synth["audio"]["key"]}),
+        "upload_voice": ok(handler, upload),
+        "list_voices": ok(handler, {"operation": "list_voices"}),
+        "delete_voice": ok(handler, {"operation": "delete_voice", "voice_name": "timed"}),
+        "download": ok(handler, {"operation": "download", "key": synth["audio"]["key"]}),
+    }
+    for operation, result in results.items():
+        seconds = result.get("processing_time")
+        assert result["operation"] == operation and isinstance(seconds, float) and 0 <= seconds < 600, result
+
+
 # -- remote voices over https (a loopback server stands in for the internet) ---------------------------
 
 

@@ -226,6 +226,7 @@ def test_download_by_key_and_by_path_on_local_storage(local):
     out = ok(local.client, {"text": "Download me.", "subtitles": {"formats": ["srt"]}, **FAST})
     key = out["audio"]["key"]
     got = ok(local.client, {"endpoint": "download", "key": key})
+    assert isinstance(got.pop("processing_time"), float)
     assert got == {"status": "success", "operation": "download", "key": key, "url": out["audio_url"],
                    "expires_in": None, "size": out["audio"]["size"], "content_type": "audio/wav",
                    "storage": "local"}  # fmt: skip

@@ -104,3 +104,16 @@ def test_voice_names_refuse_paths_and_traversal(bad):
 def test_voice_name_drops_wav_suffix():
     assert voice_name("Kurt_12s.wav") == "Kurt_12s"
     assert voice_name("narrator-2") == "narrator-2"
+
+
+def test_video_and_subtitle_resolutions_are_the_presets():
+    """Both resolution fields accept exactly the names of `styles.PRESETS` (one list, not two)."""
+    from tts_worker.styles import PRESETS
+
+    for name in PRESETS:
+        req = parse({"text": "Hi", "subtitles": {"resolution": name}, "video": {"resolution": name}})
+        assert req.video is not None and req.video.resolution == name
+        assert req.subtitles is not None and req.subtitles.resolution == name
+    for field in ("video", "subtitles"):
+        with pytest.raises(InvalidInput, match=rf"^{field}\.resolution: "):
+            parse({"text": "Hi", field: {"resolution": "portrait"}})

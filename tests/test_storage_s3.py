@@ -15,7 +15,7 @@ from s3server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, s3_server, s3_se
 from tts_worker.errors import StorageError
 from tts_worker.s3 import S3Storage
 from tts_worker.settings import Settings
-from tts_worker.storage import LocalStorage, StagedWrites, new_key, open_storage
+from tts_worker.storage import JobPrefix, LocalStorage, StagedWrites, job_key, new_stem, open_storage
 
 __all__ = ["s3_server"]  # the fixture, imported so pytest sees it here
 
@@ -25,6 +25,11 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def storage(s3_server: SeaweedS3) -> S3Storage:
     return S3Storage.from_settings(s3_settings(s3_server))
+
+
+def new_key(prefix: JobPrefix, extension: str) -> str:
+    """A key under a fresh stem, as a job's first file gets."""
+    return job_key(prefix, new_stem(), extension)
 
 
 def _record_requests(storage: S3Storage) -> list[tuple[str, dict[str, str]]]:

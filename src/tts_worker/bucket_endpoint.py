@@ -25,15 +25,21 @@ is configured anywhere (local storage), and raises ValueError naming the variabl
 when the settings contradict each other or name no bucket. Precedence: S3_BUCKET
 names the bucket when set; an explicit S3_ADDRESSING_STYLE and AWS_REGION win over
 what the endpoint implies.
+
+`s3_options(settings)` is the bucket and the `S3Options` the S3 backend (s3.py) is built with: the
+target above plus credentials, URL, retry, timeout and multipart settings.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from tts_worker.settings import Settings
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -192,3 +198,49 @@ def resolve(
     if style == "auto" and _is_local(host):
         style = "path"  # no DNS for <bucket>.127.0.0.1
     return BucketTarget(bucket, endpoint, region or derived_region or "us-east-1", style, name, "S3_BUCKET")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach the bucket and behave there; secrets are kept out of the repr."""
+
+    endpoint_url: str | None = None  # None: AWS
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    region: str | None = None
+    presign_expiry_seconds: int = 3600
+    public_base_url: str | None = None
+    addressing_style: str = "auto"
+    max_attempts: int = 5
+    retry_mode: str = "standard"
+    multipart_threshold: int = 16 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    extra_buckets: tuple[str, ...] = ()  # besides the bucket, what a request's s3:// URLs may name
+
+
+def s3_options(settings: Settings) -> tuple[str, S3Options]:
+    """The bucket the settings name (`Settings.storage_target`) and how to reach it; ValueError when they
+    name none."""
+    target = settings.storage_target()
+    if target is None:
+        raise ValueError("no bucket is configured (S3_BUCKET or BUCKET_ENDPOINT_URL)")
+
+    def secret(value: Any) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return target.bucket, S3Options(
+        endpoint_url=target.endpoint_url,
+        access_key_id=secret(settings.aws_access_key_id),
+        secret_access_key=secret(settings.aws_secret_access_key),
+        region=target.region,
+        presign_expiry_seconds=settings.s3_presign_expiry_seconds,
+        public_base_url=settings.s3_public_base_url,
+        addressing_style=target.addressing_style,
+        max_attempts=settings.s3_max_attempts,
+        retry_mode=settings.s3_retry_mode,
+        multipart_threshold=settings.s3_multipart_threshold_mb * 1024 * 1024,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        extra_buckets=tuple(settings.extra_buckets()),
+    )

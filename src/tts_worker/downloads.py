@@ -11,24 +11,28 @@ and `voices/` are served. With `inline`, the content comes back as base64, for f
 from __future__ import annotations
 
 import base64
+import mimetypes
 
 from tts_worker import audio, subtitles
 from tts_worker.errors import InvalidInput
 from tts_worker.results import DownloadResult
 from tts_worker.schemas import DownloadRequest
-from tts_worker.storage import PREFIXES, Storage, check_key, guess_content_type
+from tts_worker.storage import PREFIXES, Storage, check_key
 
 INLINE_MAX_BYTES = 7 * 1024 * 1024
 
 
 def content_type(key: str) -> str:
-    """The content type the worker stores a file of this name with."""
+    """The content type the worker stores a file of this name with, for a backend that records none
+    (local files); else a guess from the extension."""
     ext = key.rpartition(".")[2].lower()
     if ext in audio.FORMATS:
         return audio.FORMATS[ext].content_type
     if ext in subtitles.CONTENT_TYPES:
         return subtitles.CONTENT_TYPES[ext]
-    return guess_content_type(key)
+    if ext == "txt":  # a voice's transcript
+        return "text/plain"
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 class Downloads:

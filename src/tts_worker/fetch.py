@@ -14,10 +14,11 @@ A value is one of:
 Download rules (server-side request forgery is the threat: a request must not
 make the worker read its own network or the cloud's metadata service):
 
-- The host is resolved once per hop; EVERY address must be public (not loopback,
-  private, link-local, shared/CGNAT, multicast, reserved or unspecified; not a
-  cloud metadata address such as 169.254.169.254 or fd00:ec2::254; IPv4 inside
-  IPv6 is unwrapped first). The connection then goes to that checked address
+- The host is resolved once per hop; EVERY address must be public
+  (`addresses.address_refusal`: not loopback, private, link-local, shared/CGNAT,
+  multicast, reserved or unspecified; not a cloud metadata address such as
+  169.254.169.254 or fd00:ec2::254; IPv4 inside IPv6 is unwrapped first). The
+  connection then goes to that checked address
   (pinned: the URL carries the IP, `Host` and TLS SNI/certificate checks carry
   the name), so DNS rebinding between check and connect cannot bypass it.
 - Redirects are followed by hand, at most `FETCH_MAX_REDIRECTS`, and every hop
@@ -72,6 +73,7 @@ import httpx
 import numpy as np
 
 from tts_worker import audio
+from tts_worker.addresses import METADATA_HOSTNAMES, METADATA_REFUSAL, IPAddress, address_refusal
 from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, quote
 from tts_worker.storage import Storage
 
@@ -80,26 +82,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
-# Metadata services of the big clouds; most are also link-local or private, named here for a clear message
-# and because some (Azure's wireserver, 168.63.129.16) are not.
-METADATA_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "169.254.169.254/32",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
-        "169.254.170.2/32",  # AWS ECS task metadata
-        "fd00:ec2::254/128",  # AWS IMDS over IPv6
-        "100.100.100.200/32",  # Alibaba Cloud
-        "168.63.129.16/32",  # Azure wireserver
-        "192.0.0.192/32",  # Oracle Cloud (legacy)
-    )
-)
-METADATA_HOSTNAMES = frozenset(
-    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
-)
-METADATA_REFUSAL = "a cloud metadata address"
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_TRANSCRIPT_BYTES = 64 * 1024  # a clip's .txt next to it; a 12 s clip says a few hundred bytes
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -112,33 +96,6 @@ class FetchedAudio:
     sample_rate: int
     seconds: float
     sha256: str  # of `data`: a cache key for what was fetched
-
-
-def address_refusal(ip: IPAddress) -> str | None:
-    """Why a request must not go to `ip` ("a loopback address", ...), or None when it is public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in ipaddress.ip_network("64:ff9b::/96"):  # NAT64
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return address_refusal(embedded)
-    if any(ip in net for net in METADATA_NETWORKS):
-        return METADATA_REFUSAL
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if ip.is_private:
-        return "a private address"
-    if not ip.is_global:
-        return "a reserved (non-public) address"
-    return None
 
 
 def shown(text: str, limit: int = 40) -> str:

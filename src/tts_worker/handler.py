@@ -1,5 +1,8 @@
 """The RunPod handler: validate the job input, run the pipeline, shape the result.
 
+Every result has `processing_time`, the job's seconds: synthesize and align time their stages and
+set it, and the handler sets it for the other operations.
+
 Every failure becomes `{"error": "<code>: <message>"}` (a string, so RunPod marks
 the job FAILED) and the worker keeps serving; an unexpected exception is logged
 with its traceback and answered without one. The field a message names is
@@ -60,7 +63,10 @@ def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit 
             logger.info("%s started", request.operation)
             started = time.perf_counter()
             result: dict[str, Any] = dict(worker.run(request, job_id, report, emit))
-            logger.info("%s completed in %.2f s", request.operation, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            # Every result carries its time (the original API's field); synthesize and align set theirs.
+            result.setdefault("processing_time", round(seconds, 4))
+            logger.info("%s completed in %.2f s", request.operation, seconds)
             return result
         except WorkerError as exc:
             # The stages name fields canonically; the user reads the names they sent (local_voice, ...).

@@ -2,7 +2,7 @@
 `options: {create_subtitles, subtitle_format}` that stands for `subtitles`.
 
 Each style value of `subtitles` is checked by the subtitle builder's own rules
-(`tts_worker.subtitles.SubtitleOptions`), so they live in one place.
+(`tts_worker.subtitle_options.SubtitleOptions`), so they live in one place.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from tts_worker.sanitize import path_part
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, MAX_QUALITY_ATTEMPTS, QualityMode
-from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat, SubtitleOptions
+from tts_worker.styles import Resolution
+from tts_worker.subtitle_options import SubtitleOptions
+from tts_worker.subtitles import SUBTITLE_FORMATS, SubtitleFormat
 
 
 class SubtitlesRequest(BaseModel):
     """Which subtitle files to write and how they look. Style fields left out take the defaults of
-    `tts_worker.subtitles.SubtitleOptions` (documented in docs/API.md); that class checks the values."""
+    `tts_worker.subtitle_options.SubtitleOptions` (documented in docs/API.md); that class checks the values."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -84,7 +86,7 @@ class VideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    resolution: Literal["vertical", "landscape", "square"] | None = None  # None: the subtitles', else landscape
+    resolution: Resolution | None = None  # None: the subtitles', else landscape
     background: str = "#000000"
     format: Literal["mp4"] = "mp4"
 

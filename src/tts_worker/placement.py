@@ -14,7 +14,7 @@ each chunk's samples, and this module turns that into the `WordTiming` contract 
   chunk (`interpolated=True`).
 - `join(words, parts, times, duration)`: one `WordTiming` per word, from its first part's start to
   its last part's end: a word cut across chunks spans all the audio it produced, and the words
-  after it follow it inside their own chunks.
+  after it follow it inside their own chunks. Rounded as `words.rounded` rounds, within `duration`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tts_worker.words import WordTiming
+from tts_worker.words import WordTiming, rounded
 
 MIN_INTERPOLATED_SECONDS = 0.04  # room an interpolated part takes from its neighbours when there is no gap
 # Longest an interpolated part lasts when only one neighbour bounds it (digits are spoken long: "1999").
@@ -161,10 +161,13 @@ def join(words: list[Word], parts: list[Part], times: list[Placed], duration: fl
         out.append(
             WordTiming(
                 word=word.text,
-                start=min(round(ts[0].start, 3), duration),
-                end=min(round(ts[-1].end, 3), duration),
-                score=round(sum(scores) / len(scores), 3) if scores else None,
+                start=ts[0].start,
+                end=ts[-1].end,
+                score=sum(scores) / len(scores) if scores else None,
                 interpolated=any(t.interpolated for t in ts),
             )
         )
-    return out
+    timings = rounded(out)
+    for w in timings:  # clamped after rounding: a time rounded up must not pass the end of the audio
+        w["start"], w["end"] = min(w["start"], duration), min(w["end"], duration)
+    return timings

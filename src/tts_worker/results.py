@@ -3,8 +3,9 @@
 Results are plain dicts (RunPod posts them as JSON), typed as `TypedDict`s here so every place that
 builds one is checked against the same shape. `stored(obj)` is the one way a stored file appears in
 a result (with its content as `base64` when the job returns files inline); word timings appear as
-`words.rounded` gives them. `processing_time` is the job's total in seconds, `processing_stages`
-the seconds per stage (`job.Stopwatch`).
+`words.rounded` gives them. `processing_time` is the job's total in seconds, on every operation's
+result (the handler adds it where an operation does not time stages), `processing_stages` the seconds
+per stage (`job.Stopwatch`).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class UploadVoiceResult(TypedDict):
     operation: Literal["upload_voice"]
     voice: dict[str, Any]
     warnings: list[str]  # what the upload changed about what was sent (a ref_text replaced after trimming)
+    processing_time: NotRequired[float]  # set by the handler
 
 
 class ListVoicesResult(TypedDict):
@@ -144,12 +146,14 @@ class ListVoicesResult(TypedDict):
     voices: list[dict[str, Any]]
     count: int
     next_cursor: str | None
+    processing_time: NotRequired[float]  # set by the handler
 
 
 class DeleteVoiceResult(TypedDict):
     status: Literal["deleted"]
     operation: Literal["delete_voice"]
     voice_name: str
+    processing_time: NotRequired[float]  # set by the handler
 
 
 class DownloadResult(TypedDict):
@@ -162,6 +166,7 @@ class DownloadResult(TypedDict):
     content_type: str
     storage: str
     base64: NotRequired[str]  # with `inline`
+    processing_time: NotRequired[float]  # set by the handler
 
 
 Result = SynthesisResult | AlignResult | UploadVoiceResult | ListVoicesResult | DeleteVoiceResult | DownloadResult

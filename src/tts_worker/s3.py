@@ -1,12 +1,14 @@
 """The S3 backend of `tts_worker.storage.Storage`: any S3-compatible service (AWS, Backblaze B2,
 Cloudflare R2, MinIO, SeaweedFS). The only module that imports boto3.
 
-`S3Storage(bucket, S3Options(...))`, or `S3Storage.from_settings(settings)` as the worker builds it.
+`S3Storage(bucket, S3Options(...))`, or `S3Storage.from_settings(settings)` as the worker builds it (the
+options the settings mean are `bucket_endpoint.s3_options`).
 `put` returns a presigned GET URL (or `<public base>/<key>` when a public base URL is set). Checksums
 are sent only when the operation requires them (B2 rejects the ones boto3 adds by default), requests
 retry with backoff on throttling, 5xx and dropped connections, large files go up in parts (a
 multipart upload is invisible until completed, and aborted on failure). `put_if_absent` is one PUT
-with `If-None-Match: *`. Every failure is a `StorageError` with a short, secret-free cause (`_cause`).
+with `If-None-Match: *`. Every failure is a `StorageError` with a short, secret-free cause. `classify(exc)`
+is the one reading of botocore's errors (`S3Failure`): the storage's messages and `storage_check` use it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from tts_worker.bucket_endpoint import S3Options, s3_options
 from tts_worker.errors import StorageError
 from tts_worker.storage import ObjectInfo, StoredObject, check_key
 
@@ -29,33 +32,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class S3Options:
-    """How to reach the bucket and behave there; secrets are kept out of the repr."""
-
-    endpoint_url: str | None = None  # None: AWS
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    region: str | None = None
-    presign_expiry_seconds: int = 3600
-    public_base_url: str | None = None
-    addressing_style: str = "auto"
-    max_attempts: int = 5
-    retry_mode: str = "standard"
-    multipart_threshold: int = 16 * 1024 * 1024
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    extra_buckets: tuple[str, ...] = ()  # besides the bucket, what a request's s3:// URLs may name
-
-
 # Answers that mean the key pair is wrong, revoked or lacks the permission (AWS, B2, R2, MinIO, SeaweedFS).
 _CREDENTIAL_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
 )
 
 
-def _cause(exc: BaseException) -> str:
-    """A short, secret-free cause for a boto3/botocore failure (follows the exception chain)."""
+@dataclass(frozen=True)
+class S3Failure:
+    """What one boto3/botocore exception means (`classify`). `kind`: "answer" (the store answered an
+    error), "timeout", "unreachable", "nocreds", "botocore" (another of botocore's) or "other"."""
+
+    kind: str
+    name: str  # the exception's class name
+    code: str = ""  # "answer": the store's error code, else its HTTP status ("NoSuchKey", "404")
+    status: int | None = None  # "answer": the HTTP status
+    region: str | None = None  # "answer": the region the store says the bucket is in, when it says
+
+
+def classify(exc: BaseException) -> S3Failure:
+    """The one reading of botocore's exceptions: the storage's messages (`_cause`) and storage_check use it."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -66,14 +62,37 @@ def _cause(exc: BaseException) -> str:
         ReadTimeoutError,
     )
 
+    name = exc.__class__.__name__
+    if isinstance(exc, ClientError):
+        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode") if isinstance(meta.get("HTTPStatusCode"), int) else None
+        region = error.get("Region") or meta.get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        return S3Failure("answer", name, str(error.get("Code") or status or "error")[:64], status, region)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return S3Failure("timeout", name)
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+        return S3Failure("unreachable", name)
+    if isinstance(exc, NoCredentialsError):
+        return S3Failure("nocreds", name)
+    return S3Failure("botocore" if isinstance(exc, BotoCoreError) else "other", name)
+
+
+_CAUSES = {
+    "timeout": "timed out waiting for the storage endpoint",
+    "unreachable": "could not connect to the storage endpoint",
+    "nocreds": "no storage credentials are configured",
+}
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, secret-free cause: the first botocore exception in the chain, classified."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
             break
-        if isinstance(seen, ClientError):
-            error = seen.response.get("Error", {})
-            code = str(error.get("Code") or "error")[:64]
-            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        failure = classify(seen)
+        code, status = failure.code, failure.status
+        if failure.kind == "answer":
             # A HEAD has no body, so its error code is just the status ("403").
             if code == str(status):
                 answer = f"S3 answered HTTP {status}"
@@ -82,30 +101,14 @@ def _cause(exc: BaseException) -> str:
             if code in _CREDENTIAL_CODES or status in (401, 403):
                 answer += "; check the storage credentials"
             return answer
-        if isinstance(seen, ConnectTimeoutError | ReadTimeoutError):
-            return "timed out waiting for the storage endpoint"
-        if isinstance(seen, EndpointConnectionError | ConnectionClosedError):
-            return "could not connect to the storage endpoint"
-        if isinstance(seen, NoCredentialsError):
-            return "no storage credentials are configured"
-        if isinstance(seen, BotoCoreError):
-            return seen.__class__.__name__
+        if failure.kind != "other":
+            return _CAUSES.get(failure.kind, failure.name)
         seen = seen.__cause__ or seen.__context__
     return exc.__class__.__name__
 
 
-def _code(exc: BaseException) -> tuple[str, int | None]:
-    """An S3 error's code and HTTP status ("", None for anything but an answer from the store)."""
-    from botocore.exceptions import ClientError
-
-    if not isinstance(exc, ClientError):
-        return "", None
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return str(exc.response.get("Error", {}).get("Code", "")), status if isinstance(status, int) else None
-
-
 def _not_found(exc: BaseException) -> bool:
-    return _code(exc)[0] in ("NoSuchKey", "404", "NotFound")
+    return classify(exc).code in ("NoSuchKey", "404", "NotFound")
 
 
 # How stores without conditional writes answer one: AWS before 2024 said NotImplemented (501); others
@@ -125,18 +128,12 @@ class S3Storage:
         from botocore.config import Config
 
         o = options or S3Options()
-        presign_expiry_seconds, public_base_url, multipart_threshold = (
-            o.presign_expiry_seconds,
-            o.public_base_url,
-            o.multipart_threshold,
-        )
-
         self.bucket = bucket
         # False once the store answered NotImplemented to If-None-Match (put_if_absent then looks up first)
         self.conditional_writes = True
-        self.presign_expiry_seconds = presign_expiry_seconds
-        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
-        self.url_expiry = None if self.public_base_url else presign_expiry_seconds
+        self.presign_expiry_seconds = o.presign_expiry_seconds
+        self.public_base_url = o.public_base_url.rstrip("/") if o.public_base_url else None
+        self.url_expiry = None if self.public_base_url else o.presign_expiry_seconds
         # Buckets an `s3://` URL of a request may read or write: ours, plus those the operator lists. Any
         # bucket the credentials reach would let a request read or overwrite objects it was never meant to.
         self.buckets = frozenset({bucket, *o.extra_buckets})
@@ -162,37 +159,16 @@ class S3Storage:
             config=self.config,
         )
         self.transfer = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=max(multipart_threshold // 2, 5 * 1024 * 1024),
+            multipart_threshold=o.multipart_threshold,
+            multipart_chunksize=max(o.multipart_threshold // 2, 5 * 1024 * 1024),
             max_concurrency=4,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
-        """The bucket the settings name (`Settings.storage_target`); ValueError when they name none."""
-        target = settings.storage_target()
-        if target is None:
-            raise ValueError("no bucket is configured (S3_BUCKET or BUCKET_ENDPOINT_URL)")
-
-        def secret(value: Any) -> str | None:
-            return value.get_secret_value() if value is not None else None
-
-        options = S3Options(
-            endpoint_url=target.endpoint_url,
-            access_key_id=secret(settings.aws_access_key_id),
-            secret_access_key=secret(settings.aws_secret_access_key),
-            region=target.region,
-            presign_expiry_seconds=settings.s3_presign_expiry_seconds,
-            public_base_url=settings.s3_public_base_url,
-            addressing_style=target.addressing_style,
-            max_attempts=settings.s3_max_attempts,
-            retry_mode=settings.s3_retry_mode,
-            multipart_threshold=settings.s3_multipart_threshold_mb * 1024 * 1024,
-            connect_timeout=settings.s3_connect_timeout,
-            read_timeout=settings.s3_read_timeout,
-            extra_buckets=tuple(settings.extra_buckets()),
-        )
-        return cls(target.bucket, options)
+        """The bucket the settings name, reached as they say (`bucket_endpoint.s3_options`); ValueError when
+        they name none."""
+        return cls(*s3_options(settings))
 
     def _fail(self, what: str, exc: BaseException) -> StorageError:
         cause = _cause(exc)
@@ -303,7 +279,8 @@ class S3Storage:
                     IfNoneMatch="*",
                 )
             except Exception as exc:
-                code, status = _code(exc)
+                failure = classify(exc)
+                code, status = failure.code, failure.status
                 if code == "PreconditionFailed" or status == 412:
                     return self._ours(key, token, data, content_type)
                 if code == "ConditionalRequestConflict" or status == 409:

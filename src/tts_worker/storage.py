@@ -13,21 +13,13 @@ only; a store that ignores the header overwrites, see docs/DEPLOY.md).
 
 Backends:
 - `LocalStorage`: a directory; the default when no bucket is configured.
-- `s3.S3Storage`: any S3-compatible service (AWS, Backblaze B2, Cloudflare R2,
-  MinIO, SeaweedFS), in its own module, the only one that imports boto3. `put` returns a
-  presigned GET URL (or `<public base>/<key>` when a public base URL is set).
-  Checksums are sent only when the operation requires them (B2 rejects the
-  ones boto3 adds by default), requests retry with backoff on throttling, 5xx
-  and dropped connections, large files go up in parts (a multipart upload is
-  invisible until completed, and aborted on failure).
+- `s3.S3Storage`: any S3-compatible service (AWS, Backblaze B2, Cloudflare R2, MinIO,
+  SeaweedFS), in its own module, the only one that imports boto3 (its docstring has the details).
 
 `buckets` are the buckets a request may name in an `s3://` URL: `read_object(bucket, key,
 max_bytes)` reads an input from one of them, and `put(..., bucket=...)` / `delete_many(...,
 bucket=...)` write and remove a named output there (`S3_BUCKET` plus `S3_EXTRA_BUCKETS`; empty for
 local storage). Without `bucket` every call is about the worker's own bucket or directory.
-
-`stat(key)` describes a stored object with a fresh URL; `key_of(url)` is the key behind a URL this
-storage handed out earlier (a presigned URL, expired or not, a public URL, a local path), or None.
 
 `open_storage(settings)` picks the backend; which bucket, endpoint, region and
 addressing style the settings mean is `Settings.storage_target()` (bucket_endpoint.py).
@@ -41,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import mimetypes
 import os
 import re
 import tempfile
@@ -131,7 +122,8 @@ class Storage(Protocol):
         ...
 
     def key_of(self, url: str) -> str | None:
-        """The key of a URL this storage hands out (expired presigned URLs included), or None."""
+        """The key behind a URL this storage handed out (a presigned URL, expired or not, a public URL, a
+        local path), or None."""
         ...
 
     def list(self, prefix: str) -> list[ObjectInfo]: ...
@@ -161,11 +153,6 @@ def job_key(prefix: JobPrefix, stem: str, extension: str, *, part: str | None = 
     return check_key(f"{prefix}{name}.{extension.lstrip('.')}")
 
 
-def new_key(prefix: JobPrefix, extension: str) -> str:
-    """A key under a new stem: `output/3f2c...e1.wav`."""
-    return job_key(prefix, new_stem(), extension)
-
-
 def named_key(base: str, extension: str, *, part: str | None = None) -> str:
     """The key of a job's file when the request named its output (`output_key`, `output_url`): every file
     of the job shares the audio's `base` (its key without the extension), `<base>.<ext>`, and a piece of
@@ -187,15 +174,6 @@ def check_key(key: str) -> str:
     ):
         raise ValueError(f"invalid storage key {quote(key)}")
     return key
-
-
-_CONTENT_TYPES = {".ass": "text/x-ssa", ".srt": "application/x-subrip", ".vtt": "text/vtt", ".txt": "text/plain"}
-
-
-def guess_content_type(key: str) -> str:
-    """A content type from the key's extension, for a backend that records none (local files)."""
-    suffix = Path(key).suffix.lower()
-    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 class LocalStorage:
@@ -374,8 +352,8 @@ class StagedWrites:
     """The objects one job has put, so a job that fails part-way removes what it wrote.
 
         with StagedWrites(storage) as staged:
-            audio = staged.put(new_key("output/", "wav"), data, "audio/wav")
-            timings = staged.put(new_key("timings/", "json"), text, "application/json")
+            audio = staged.put(job_key("output/", stem, "wav"), data, "audio/wav")
+            timings = staged.put(job_key("timings/", stem, "json"), text, "application/json")
         # an exception inside the block deletes both (best effort), then propagates
 
     A key is recorded before its upload starts: an upload that failed on the client side may still

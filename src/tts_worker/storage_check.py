@@ -21,8 +21,8 @@ signature); only bucket names, hosts and S3 error codes. Probe objects are
 With no bucket configured it checks that STORAGE_DIR can be written and says results would be paths
 on this machine.
 
-It drives `S3Storage` and its boto3 client (s3.py) and reads botocore's error answers itself:
-their codes are what tell a wrong secret from a missing bucket.
+It drives `S3Storage` and its boto3 client (s3.py), and reads failures as `s3.classify` gives them
+(it imports no botocore): their codes are what tell a wrong secret from a missing bucket.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import re
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +42,7 @@ from pydantic import ValidationError
 from tts_worker import log
 from tts_worker.bucket_endpoint import BucketTarget
 from tts_worker.errors import StorageError
-from tts_worker.s3 import S3Storage
+from tts_worker.s3 import S3Failure, S3Storage, classify
 from tts_worker.settings import Settings, describe_errors
 from tts_worker.storage import LocalStorage
 
@@ -63,6 +62,7 @@ KEY_VARS = "BUCKET_ACCESS_KEY_ID (or AWS_ACCESS_KEY_ID)"
 SECRET_VARS = "BUCKET_SECRET_ACCESS_KEY (or AWS_SECRET_ACCESS_KEY)"  # noqa: S105 (variable names, not a secret)
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"})
 _REGION_CODES = frozenset({"AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraintException"})
+_NO_ANSWER = ("unreachable", "timeout")  # the request never got an answer from the endpoint
 MULTIPART_PROBE_BYTES = 6 * 1024 * 1024  # two parts at the smallest part size S3 allows (5 MiB)
 
 
@@ -79,44 +79,13 @@ class Report:
             self.line(step, "skip", why)
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """What an S3 endpoint answered, or how the request failed before an answer."""
-
-    kind: str  # "ok", "connect", "nocreds", "s3" (an S3 error answer), "other"
-    code: str = ""
-    region: str | None = None
-
-
-def _answer(exc: BaseException | None) -> _Answer:
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionClosedError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        ReadTimeoutError,
-    )
-
-    if exc is None:
-        return _Answer("ok")
-    if isinstance(exc, ClientError):
-        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
-        region = error.get("Region") or meta.get("HTTPHeaders", {}).get("x-amz-bucket-region")
-        return _Answer("s3", str(error.get("Code") or meta.get("HTTPStatusCode") or "error")[:64], region)
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError | ReadTimeoutError):
-        return _Answer("connect")
-    if isinstance(exc, NoCredentialsError):
-        return _Answer("nocreds")
-    return _Answer("other", exc.__class__.__name__)
-
-
-def _list(storage: S3Storage) -> _Answer:
+def _list(storage: S3Storage) -> S3Failure | None:
+    """None when the bucket answers a listing, else how the request failed."""
     try:
         storage.client.list_objects_v2(Bucket=storage.bucket, MaxKeys=1)
     except Exception as exc:
-        return _answer(exc)
-    return _Answer("ok")
+        return classify(exc)
+    return None
 
 
 class _Check:
@@ -146,11 +115,11 @@ class _Check:
         self.addressing_style()
 
     def credentials_and_bucket(self) -> bool:
-        answer = _list(self.storage)
-        step2 = self._credentials_problem(answer)
+        failure = _list(self.storage)
+        step2 = self._credentials_problem(failure)
         if step2:
             self.report.line(2, "FAIL", step2)
-            if answer.kind == "connect":
+            if failure is not None and failure.kind in _NO_ANSWER:
                 self.report.skip_rest(3, "not tried (step 2 failed)", last=7)
                 self.addressing_style()
             else:
@@ -158,46 +127,48 @@ class _Check:
             return False
         self.report.line(2, "ok", "the endpoint verified the key and the signature")
         bucket = self.target.bucket
-        if answer.kind == "ok":
+        if failure is None:
             self.report.line(3, "ok", f"{bucket} at {self.host} answers a listing")
             return True
-        if answer.code == "NoSuchBucket":
+        if failure.code == "NoSuchBucket":
             detail = f"bucket {bucket} does not exist at {self.host}; check {self.bucket_var}"
-        elif answer.code in ("AccessDenied", "403"):
+        elif failure.code in ("AccessDenied", "403"):
             detail = (
-                f"S3 answered {answer.code}: the key may not list {bucket}; it needs s3:ListBucket (the voice "
+                f"S3 answered {failure.code}: the key may not list {bucket}; it needs s3:ListBucket (the voice "
                 "library lists voices/), s3:GetObject, s3:PutObject and s3:DeleteObject, or the bucket belongs "
                 "to another account"
             )
         else:
-            detail = f"listing {bucket} failed: S3 answered {answer.code or answer.kind}"
+            detail = f"listing {bucket} failed: S3 answered {failure.code or failure.kind}"
         self.report.line(3, "FAIL", detail)
         self.report.skip_rest(4, "not tried (step 3 failed)")
         return False
 
-    def _credentials_problem(self, answer: _Answer) -> str | None:
-        if answer.kind == "connect":
+    def _credentials_problem(self, failure: S3Failure | None) -> str | None:
+        if failure is None:
+            return None
+        if failure.kind in _NO_ANSWER:
             self.unreachable = True
             return (
                 f"could not reach {self.host}: check {self.endpoint_var}, and that this machine can reach it "
                 "(step 8 tries the other addressing style)"
             )
-        if answer.kind == "nocreds":
+        if failure.kind == "nocreds":
             return f"no credentials are set: set {KEY_VARS} and {SECRET_VARS}"
-        if answer.kind == "other":
-            return f"the endpoint did not answer like an S3 API ({answer.code}); check {self.endpoint_var}"
-        if answer.code in _REGION_CODES or (answer.region and answer.region != self.target.region):
-            where = f"set AWS_REGION={answer.region}" if answer.region else "check AWS_REGION"
-            return f"S3 answered {answer.code}: the bucket is in another region than {self.target.region}; {where}"
-        if answer.code == "InvalidAccessKeyId":
+        if failure.kind != "answer":
+            return f"the endpoint did not answer like an S3 API ({failure.name}); check {self.endpoint_var}"
+        if failure.code in _REGION_CODES or (failure.region and failure.region != self.target.region):
+            where = f"set AWS_REGION={failure.region}" if failure.region else "check AWS_REGION"
+            return f"S3 answered {failure.code}: the bucket is in another region than {self.target.region}; {where}"
+        if failure.code == "InvalidAccessKeyId":
             return (
                 f"S3 answered InvalidAccessKeyId: the endpoint does not know this key id; check {KEY_VARS}, and "
                 f"that {self.endpoint_var} is the provider that issued it"
             )
-        if answer.code == "SignatureDoesNotMatch":
+        if failure.code == "SignatureDoesNotMatch":
             return f"S3 answered SignatureDoesNotMatch: the secret does not match the key id; check {SECRET_VARS}"
-        if answer.code in _CREDENTIAL_CODES:
-            return f"S3 answered {answer.code}; check {KEY_VARS} and {SECRET_VARS}"
+        if failure.code in _CREDENTIAL_CODES:
+            return f"S3 answered {failure.code}; check {KEY_VARS} and {SECRET_VARS}"
         return None
 
     def probe_object(self) -> None:
@@ -330,7 +301,7 @@ class _Check:
         alternative = S3Storage.from_settings(self.settings.model_copy(update={"s3_addressing_style": other}))
         if _style(alternative)[0] == style:
             self.report.line(8, "ok", f"{detail}; the other style is not possible for this endpoint")
-        elif _list(alternative).kind == "ok":
+        elif _list(alternative) is None:
             self.report.line(
                 8, "FAIL", f"{detail}; {style} requests fail from here but {other} ones work: "
                 f"set S3_ADDRESSING_STYLE={other}"

@@ -1,6 +1,7 @@
 """Resolution presets: the canvas subtitles are drawn on, where text may go, and readable defaults.
 
-Contract: `PRESETS[name]` is a frozen `Preset`. Its `safe_*` insets (canvas pixels) bound the text:
+Contract: `PRESETS[name]` is a frozen `Preset`, for each `Resolution` (the schema's literal, checked
+against `PRESETS` at import, as audio formats are). Its `safe_*` insets (canvas pixels) bound the text:
 the left and right ones are the ASS side margins, the bottom and top ones the default `margin_v` for
 text at the bottom or top, and the edge on the other side that an event's lines must stay clear of.
 
@@ -17,7 +18,7 @@ Where the numbers come from (measured with DejaVu Sans, the font the worker ship
 - Outline 5.5 % of the font size and a 1.5-2 px shadow keep white text readable on a white frame
   (the tests render one and measure the outline pixels).
 
-From options (`tts_worker.subtitles.SubtitleOptions`) this module also derives the ASS styles
+From options (`tts_worker.subtitle_options.SubtitleOptions`) this module also derives the ASS styles
 (`ass_styles`) and the limits lines must fit in (`line_rules`): the width between the side insets
 less twice the outline and the shadow, and as many lines (the line pitch is the font size) as fit
 between `margin_v` and the safe inset on the other side. `margin_v` is where the ink ends: the ASS
@@ -29,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pysubs2
 
@@ -37,7 +38,7 @@ from tts_worker import fonts
 from tts_worker.layout import LineRules
 
 if TYPE_CHECKING:
-    from tts_worker.subtitles import SubtitleOptions
+    from tts_worker.subtitle_options import SubtitleOptions
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,16 @@ class Preset:
     safe_bottom: int
 
 
-PRESETS: dict[str, Preset] = {
+Resolution = Literal["vertical", "landscape", "square"]
+"""A preset's name: what the schema's resolution fields accept (`options.VideoRequest`), in the order
+a refusal lists them."""
+
+PRESETS: dict[Resolution, Preset] = {
     "landscape": Preset(1920, 1080, 64, 3.5, 1.5, 42, safe_left=96, safe_right=96, safe_top=54, safe_bottom=60),
     "vertical": Preset(1080, 1920, 80, 4.5, 2.0, 24, safe_left=60, safe_right=180, safe_top=200, safe_bottom=480),
     "square": Preset(1080, 1080, 64, 3.5, 1.5, 32, safe_left=64, safe_right=64, safe_top=64, safe_bottom=72),
 }
+assert set(PRESETS) == set(get_args(Resolution))  # one list of resolutions: a new preset is named in both
 
 POSITIONS = {"bottom": pysubs2.Alignment.BOTTOM_CENTER, "middle": pysubs2.Alignment.MIDDLE_CENTER,
              "top": pysubs2.Alignment.TOP_CENTER}  # fmt: skip

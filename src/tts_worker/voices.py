@@ -15,14 +15,10 @@ import command.
 Operations (`VoiceLibrary`): `get(name)`, `upload(...)`, `list(limit, cursor)`,
 `info(name)`, `delete(name)`, `cache_key(name)`.
 
-`upload` validates and converts the clip (mono, 24 kHz) and trims it to at most
-12 s at the last pause before 12 s (a hard cut with a short fade when there is
-no pause). A trimmed clip no longer matches a transcript given for the whole
-clip, so it is transcribed again with `transcribe` when one is given (the
-sidecar keeps the given text as `replaced_ref_text`, and `VoiceInfo.warnings`
-says so), else refused. The text must be plausible for the clip's length
-(`engine.check_reference_text`, the rule synthesis applies), so the library
-never holds a voice that synthesis would refuse.
+`upload` makes the clip and its text what the library stores with `voice_clip.prepare_clip`: mono
+24 kHz, trimmed to at most 12 s at a pause, a text made stale by the trim (kept in the sidecar as
+`replaced_ref_text`, and `VoiceInfo.warnings` says so) or missing transcribed with `transcribe`, and
+nothing synthesis would refuse.
 
 Write order: a replaced voice's sidecar and .txt are removed first, then the
 audio is written, then the .txt (from here on the pair is a voice in the
@@ -60,18 +56,15 @@ import logging
 import sys
 import threading
 import zlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tts_worker import audio
-from tts_worker.engine import check_reference_text
-from tts_worker.errors import InvalidAudio, InvalidInput, StorageError, VoiceNotFound
+from tts_worker.errors import InvalidInput, StorageError, VoiceNotFound
 from tts_worker.schemas import voice_name
 from tts_worker.storage import Storage
+from tts_worker.voice_clip import SAMPLE_RATE, Transcriber, prepare_clip
 
 if TYPE_CHECKING:
     from tts_worker.settings import Settings
@@ -84,12 +77,8 @@ PREFIX = "voices/"
 MAX_REFERENCE_SECONDS = 12.0
 MAX_REF_TEXT_CHARS = 1000
 SIDECAR_VERSION = 1
-SAMPLE_RATE = 24_000  # library clips are stored as mono PCM-16 at this rate
 DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
 NAME_LOCKS = 64  # striped per-name locks of one library
-
-Transcriber = Callable[[np.ndarray, int], str]
-"""(mono float32 samples at 24 kHz, sample rate) -> transcript."""
 
 
 def default_voice() -> tuple[bytes, str]:
@@ -302,61 +291,33 @@ class VoiceLibrary:
         if not replace and self._exists(name):  # early, before the clip is decoded and transcribed
             raise _taken(name)
 
-        samples, rate = audio.decode(audio_bytes, field=field, max_seconds=self.max_input_seconds)
-        seconds = len(samples) / rate
-        if seconds < self.min_seconds:
-            raise InvalidAudio(f"{field}: the clip is {seconds:.2f} s long; at least {self.min_seconds:g} s is needed")
-        if seconds > self.max_input_seconds:
-            raise InvalidAudio(f"{field}: the clip is {seconds:.1f} s long; the limit is {self.max_input_seconds:g} s")
-        samples = audio.resample(samples, rate, SAMPLE_RATE)
-        if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < 1e-5:
-            raise InvalidAudio(f"{field}: the clip is silent")
-        clip = audio.trim_at_pause(samples, SAMPLE_RATE, self.max_seconds)
-        trimmed = len(clip) < len(samples)
-        kept = len(clip) / SAMPLE_RATE
-
-        if trimmed and text and transcribe is None:
-            raise InvalidInput(
-                f"ref_text: the clip was trimmed from {seconds:.1f} s to {kept:.1f} s at a pause (at most "
-                f"{self.max_seconds:g} s is used for cloning), so ref_text no longer matches the audio; "
-                f"upload a clip of at most {self.max_seconds:g} s with its text"
-            )
-        replaced = text if trimmed and text else None
-        source = "given"
-        if trimmed or not text:
-            if transcribe is None:
-                raise InvalidInput("ref_text: is required: no speech recognition model is available to transcribe")
-            text = " ".join(transcribe(clip, SAMPLE_RATE).split())
-            if not text:
-                raise InvalidAudio(f"{field}: no speech was recognised in the clip; send its ref_text")
-            source = "transcribed"
-            logger.info("voices: transcribed %s (%d characters)", name, len(text))
-            try:
-                check_reference_text(text, kept, field=field)
-            except InvalidInput:
-                raise InvalidAudio(
-                    f"{field}: the speech recognition heard {len(text)} characters in {kept:.1f} s, which cannot "
-                    "be what the clip says (too little or too much speech recognised); send its ref_text"
-                ) from None
-        else:
-            check_reference_text(text, kept, field="ref_text")  # what synthesis would refuse, refused now
-
-        wav = audio.encode(clip, SAMPLE_RATE, "wav")
+        clip = prepare_clip(
+            audio_bytes,
+            text,
+            transcribe,
+            field=field,
+            min_seconds=self.min_seconds,
+            max_seconds=self.max_seconds,
+            max_input_seconds=self.max_input_seconds,
+        )
+        if clip.source == "transcribed":
+            logger.info("voices: transcribed %s (%d characters)", name, len(clip.text))
+        wav = audio.encode(clip.samples, SAMPLE_RATE, "wav")
         info = VoiceInfo(
             name=name,
-            ref_text=text,
+            ref_text=clip.text,
             language=language,
-            duration=round(kept, 3),
+            duration=round(clip.kept, 3),
             sample_rate=SAMPLE_RATE,
             sha256=hashlib.sha256(wav).hexdigest(),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            trimmed_from=round(seconds, 3) if trimmed else None,
-            ref_text_source=source,
-            replaced_ref_text=replaced,
+            trimmed_from=round(clip.seconds, 3) if clip.trimmed else None,
+            ref_text_source=clip.source,
+            replaced_ref_text=clip.replaced,
         )
         with self._lock(name):
             self._write(info, wav, replace)
-        logger.info("voices: stored %s (%.1f s%s)", name, kept, ", trimmed" if trimmed else "")
+        logger.info("voices: stored %s (%.1f s%s)", name, clip.kept, ", trimmed" if clip.trimmed else "")
         return info
 
     def _write(self, info: VoiceInfo, wav: bytes, replace: bool) -> None:

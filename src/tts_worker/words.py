@@ -5,9 +5,9 @@ One entry per word of the input text, in order, non-overlapping, inside
 punctuation, digits). `interpolated` is True when the aligner could not place
 the word and its times were interpolated from its neighbours.
 
-`rounded(words)` is how timings leave the worker (the result's `word_timings`,
-the JSON and CSV files): times to the millisecond, scores to 3 decimals, an
-unknown or non-finite score as None.
+`rounded(words)` is the one rounding of timings, as alignment makes them (`placement.join`) and as
+they leave the worker (the result's `word_timings`, the JSON and CSV files): times to the
+millisecond, scores to 3 decimals, an unknown or non-finite score as None.
 
 `spoken` is present when what was spoken for the word differs from how it is written ("$3.50" ->
 "three dollars fifty cents"); the times then span all of it (`tts_worker.normalize.written_timings`)."""
