@@ -57,18 +57,14 @@ def checked_components(manifest: Manifest) -> Components:
     comps = manifest.components
     if not comps.align or comps.nltk_data is None:
         raise ModelDirError(f"the manifest has no alignment model or no NLTK data; {BAKE_HINT}")
-    return comps
+    from whisperx.utils import PUNKT_LANGUAGES  # a small module: whisperx's package imports lazily
 
-
-def _check_punkt(comps: Components) -> None:
-    from whisperx.utils import PUNKT_LANGUAGES
-
-    assert comps.nltk_data is not None  # checked_components
     # whisperx.align loads punkt_tab for the language (English when it has none) and downloads it when
     # missing: every aligned language's punkt model must be baked.
     missing = {PUNKT_LANGUAGES.get(lang, "english") for lang in comps.align} - set(comps.nltk_data.punkt_tab)
     if missing:
         raise ModelDirError(f"the baked NLTK data lacks punkt_tab {sorted(missing)}; {BAKE_HINT}")
+    return comps
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,6 @@ class Aligner:
 
     def load_models(self) -> None:
         components = self.components
-        _check_punkt(components)
         assert components.nltk_data is not None  # checked_components
         _use_nltk_data(self.model_dir / components.nltk_data.dir, components.nltk_data.punkt_tab)
         self._aligner(DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in components.align else next(iter(components.align)))
