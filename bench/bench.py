@@ -4,9 +4,11 @@
     python bench/bench.py [--write docs/PERFORMANCE.md]     (`make bench`)
 
 Rows, each beside its floor on the same machine in the same run:
-  (a) cold start: `python -m tts_worker` from process start to its first job-take (the SDK's production
-      loop against `tests/fake_runpod.py`), beside a process that imports torch and reads the checkpoint
-      bytes; full-size F5TTS_v1_Base (the packaged arch) and a real-size Vocos with random weights;
+  (a) cold start (bench/cold_start.py): `python -m tts_worker` from process start to its first job-take and
+      to its first completed job (the SDK's production loop against `tests/fake_runpod.py`), with and without
+      BACKGROUND_LOAD, warm and with the page cache dropped, phase by phase, beside a process that imports
+      torch and reads the checkpoint bytes; full-size F5TTS_v1_Base (the packaged arch) and a real-size Vocos
+      with random weights. `--only cold-start` runs this row alone and, with `--write`, replaces its section;
   (b) per-job overhead: one synthesize job through the worker's handler in-process against f5_tts's
       `infer_process` on the same model objects, reference, text, NFE and seed, with the worker's stages;
   (c) throughput: N jobs one after another, then at once without and with batching, through the production loop;
@@ -45,7 +47,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bake_models
 sys.path.insert(0, str(ROOT / "tests"))  # fake_runpod
-import normalize_bench  # noqa: E402  (bench/, beside this script)
+import cold_start  # noqa: E402  (bench/, beside this script)
+import normalize_bench  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -151,78 +154,29 @@ class Report:
     rows: dict[str, Any] = field(default_factory=dict)
 
 
-FLOOR = """
-import sys, time
-import torch
-n = 0
-for path in sys.argv[1:]:
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            n += len(block)
-print("ready", n, flush=True)
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM"):
-        print(line.strip(), flush=True)
-"""
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak resident set size of a live process, in bytes (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
-def floor_start(files: list[Path]) -> tuple[float, int]:
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FLOOR, *map(str, files)], stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir()
-    )
-    assert proc.stdout is not None
-    ready = next(line for line in proc.stdout if line.startswith("ready"))
-    elapsed = time.monotonic() - t0
-    hwm = int(next(line for line in proc.stdout if line.startswith("VmHWM")).split()[1]) * 1024
-    proc.wait(timeout=60)
-    assert int(ready.split()[1]) == sum(f.stat().st_size for f in files)
-    return elapsed, hwm
-
-
-def worker_runs(model_dir: Path, repeats: int, nfe: int, jobs: int) -> dict[str, Any]:
-    """Cold start `repeats` times with the default settings (MAX_CONCURRENCY=jobs, as a concurrent endpoint
-    runs); on the last worker, `jobs` jobs one after another. Then the same jobs submitted at once to one
-    worker with BATCH_MAX_SIZE=1 (no batching) and to one with BATCH_MAX_SIZE=jobs."""
+def worker_runs(model_dir: Path, nfe: int, jobs: int) -> dict[str, Any]:
+    """`jobs` jobs one after another on a worker with the default settings (MAX_CONCURRENCY=jobs, as a
+    concurrent endpoint runs); then the same jobs submitted at once to one worker with BATCH_MAX_SIZE=1 (no
+    batching) and to one with BATCH_MAX_SIZE=jobs. Peak memory of the first worker and of the floor."""
     from fake_runpod import FakeRunPod, WorkerProcess
     from tts_worker import manifest as mf
 
     manifest = mf.load_manifest(model_dir)
     files = [model_dir / manifest.tts.checkpoint, *(model_dir / f for f in mf.VOCODER_FILES)]
-    out: dict[str, Any] = {"floor": [], "worker": [], "models_ready": []}
+    out: dict[str, Any] = {"floor_hwm": cold_start.floor_start(files)[1]}
     env = {"DEVICE": os.environ.get("DEVICE", "cpu"), "MAX_CONCURRENCY": str(jobs)}
-    for run in range(repeats):
-        seconds, floor_hwm = floor_start(files)
-        out["floor"].append(seconds)
-        out["floor_hwm"] = floor_hwm
+    for name, extra in (
+        ("throughput", {}),
+        ("unbatched", {"BATCH_MAX_SIZE": "1"}),
+        ("batched", {"BATCH_MAX_SIZE": str(jobs)}),
+    ):
         with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, FakeRunPod() as fake:
-            worker = WorkerProcess(fake, model_dir, Path(tmp), extra_env=env)
-            try:
-                take = fake.wait_take(timeout=START_TIMEOUT, process=worker)
-                out["worker"].append(take.at - worker.started)
-                for line in worker.log_tail(200_000).splitlines():
-                    if "models ready in" in line:
-                        out["models_ready"].append(float(line.rsplit("models ready in", 1)[1].split()[0]))
-                print(f"  cold start {run + 1}/{repeats}: worker {out['worker'][-1]:.1f} s, floor {seconds:.1f} s")
-                if run == repeats - 1:
-                    out["throughput"] = throughput(fake, worker, nfe, jobs, at_once=False)
-                    out["worker_hwm"] = vm_hwm(worker.pid)
-            finally:
-                worker.stop()
-    for name, size in (("unbatched", 1), ("batched", jobs)):
-        with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, FakeRunPod() as fake:
-            worker = WorkerProcess(fake, model_dir, Path(tmp), extra_env={**env, "BATCH_MAX_SIZE": str(size)})
+            worker = WorkerProcess(fake, model_dir, Path(tmp), extra_env={**env, **extra})
             try:
                 fake.wait_take(timeout=START_TIMEOUT, process=worker)
-                out[name] = throughput(fake, worker, nfe, jobs, at_once=True)
+                out[name] = throughput(fake, worker, nfe, jobs, at_once=name != "throughput")
+                if name == "throughput":
+                    out["worker_hwm"] = cold_start.vm_hwm(worker.pid)
             finally:
                 worker.stop()
     return out
@@ -561,20 +515,7 @@ def render(report: Report) -> str:
         "",
     ]
     cs = r["workers"]
-    floor, worker = min(cs["floor"]), min(cs["worker"])
-    ready = f"; the worker logs models ready after {min(cs['models_ready']):.1f} s" if cs["models_ready"] else ""
-    lines += [
-        "## Cold start",
-        "",
-        "| | seconds | × floor |",
-        "|---|---:|---:|",
-        f"| floor: `python -c 'import torch'` + read the checkpoint and vocoder bytes | {floor:.1f} | 1.00 |",
-        f"| `python -m tts_worker`: process start to its first job-take | {worker:.1f} | {worker / floor:.2f} |",
-        "",
-        f"Best of {len(cs['worker'])} runs each, interleaved, page cache warm{ready} (load, verify, warm-up",
-        "synthesis, aligner and ASR). The rest is imports (torch, f5_tts, whisperx) and the runpod SDK's start.",
-        "",
-    ]
+    lines += cold_start.render(r["cold_start"]) if "cold_start" in r else []
     oh = r["overhead"]
     bare, served = min(oh["bare"]), min(oh["served"])
     align = oh["stages"].get("alignment", 0.0)
@@ -668,8 +609,6 @@ def render(report: Report) -> str:
         f"| worker after start-up and the throughput jobs | {cs['worker_hwm'] / gib:.2f} |",
         "",
         *normalize_bench.render(r.get("normalize"), min(oh["bare"]) / len(TEXT_10S)),
-        "## GPU",
-        "",
     ]
     if "video" in r:
         lines += [render_video(r["video"])]
@@ -701,7 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs in the throughput test")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw measurements as JSON")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the random-weight model is built once")
-    parser.add_argument("--only", choices=["video", "quality"], help="run one row alone (see (f) and (g) above)")
+    parser.add_argument(
+        "--only", choices=["video", "quality", "cold-start"], help="run one row alone (see (a), (f) and (g) above)"
+    )
     args = parser.parse_args(argv)
     if args.only == "video":
         return only_video(args.write)
@@ -721,9 +662,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {report.machine}; load average at the end {os.getloadavg()}")
         return 0
 
+    from tts_worker import manifest as mf
+
+    manifest = mf.load_manifest(model_dir)
+    files = [model_dir / manifest.tts.checkpoint, *(model_dir / f for f in mf.VOCODER_FILES)]
+    if args.only == "cold-start":
+        print("cold start (worker processes)...", flush=True)
+        section = "\n".join(cold_start.render(cold_start.measure(model_dir, files, args.repeats)))
+        load = os.getloadavg()
+        section += (
+            f"\nMeasured on its own (`bench.py --only cold-start`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+            f"{report.machine['CPU']}, {os.cpu_count()} logical cores, commit {report.machine['commit']}, load "
+            f"average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end.\n"
+        )
+        print("\n" + section)
+        if args.write:
+            replace_section(args.write, "## Cold start", section)
+        return 0
+
     report.rows["jobs"] = args.jobs
-    print("cold start and throughput (worker processes)...", flush=True)
-    report.rows["workers"] = worker_runs(model_dir, args.repeats, nfe, args.jobs)
+    print("cold start (worker processes)...", flush=True)
+    report.rows["cold_start"] = cold_start.measure(model_dir, files, args.repeats)
+    print("throughput (worker processes)...", flush=True)
+    report.rows["workers"] = worker_runs(model_dir, nfe, args.jobs)
     print("per-job overhead (in-process)...", flush=True)
     report.rows["overhead"] = overhead(model_dir, nfe, args.repeats)
     print("rendered video...", flush=True)
@@ -767,18 +728,23 @@ def only_video(write: Path | None) -> int:
     )
     print(section)
     if write:
-        text = write.read_text() if write.exists() else ""
-        start = text.find("## Rendered video")
-        if start >= 0:
-            end = text.find("\n## ", start + 1)
-            text = text[:start] + section + "\n" + (text[end + 1 :] if end >= 0 else "")
-        elif "## GPU" in text:
-            text = text.replace("## GPU", section + "\n## GPU", 1)
-        else:
-            text += "\n" + section
-        write.write_text(text)
-        print(f"wrote {write}")
+        replace_section(write, "## Rendered video", section)
     return 0
+
+
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """Put `section` in place of the one under `heading` in the file (or before ## GPU, or at the end)."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + "\n" + (text[end + 1 :] if end >= 0 else "")
+    elif "## GPU" in text:
+        text = text.replace("## GPU", section + "\n## GPU", 1)
+    else:
+        text += "\n" + section
+    path.write_text(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

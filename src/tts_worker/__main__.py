@@ -26,9 +26,12 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +46,16 @@ if TYPE_CHECKING:
     from tts_worker.pipeline import Worker
 
 logger = logging.getLogger("tts_worker")
+_IMPORTED = time.monotonic()
+
+
+def _uptime() -> float:
+    """Seconds since this process started (Linux's /proc; elsewhere, since this module was imported)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic() - _IMPORTED
 
 
 def main() -> None:
@@ -54,8 +67,16 @@ def main() -> None:
     if command == ["run-once"]:
         sys.exit(run_once(sys.argv[2:]))
     settings = _settings()
+    # runpod's import spends ~1 s in a cpuinfo subprocess (its debugger module): overlap it with the load.
+    runpod_import = threading.Thread(
+        target=importlib.import_module, args=("runpod",), name="import-runpod", daemon=True
+    )
+    runpod_import.start()
     worker = _load(settings)
+    runpod_import.join()
     import runpod
+
+    logger.info("start-up: %.2f s from process start to the RunPod loop", _uptime())
 
     from tts_worker.handler import make_async_handler, make_streaming_handler
 
@@ -86,12 +107,23 @@ def _load(settings: Settings) -> Worker:
         with quiet.captured_stdout():
             from tts_worker.pipeline import Worker
 
-            worker = Worker.load(settings)
+            logger.info("start-up: %.2f s from process start to loading models (interpreter, imports)", _uptime())
+            worker = Worker.load(settings, on_failure=_cannot_start)
     except (ModelDirError, StorageError) as exc:
         logger.error("cannot start: %s", exc)
         sys.exit(f"tts-worker cannot start: {exc}")
     quiet.report()
     return worker
+
+
+def _cannot_start(exc: BaseException) -> None:
+    """A model that failed to load in the background (readiness.py) stops the worker as a failure at start does:
+    the same message, exit status 1. From that thread only `os._exit` ends the process; RunPod replaces it."""
+    logger.error("cannot start: %s", exc)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.write(2, f"tts-worker cannot start: {exc}\n".encode(errors="replace"))
+    os._exit(1)
 
 
 def run_once(argv: Sequence[str]) -> int:
@@ -111,7 +143,8 @@ def run_once(argv: Sequence[str]) -> int:
     if not isinstance(job, dict) or not isinstance(job.get("input"), dict):
         sys.exit(f'run-once: {path} must hold {{"input": {{...}}}}')
     job.setdefault("id", "local_test")
-    worker = _load(_settings())
+    # Everything loaded before the job, so nothing a library prints later can follow the JSON on stdout.
+    worker = _load(_settings().model_copy(update={"background_load": False}))
     from runpod.serverless.modules.rp_job import run_job
     from runpod.serverless.modules.rp_logger import RunPodLogger
 

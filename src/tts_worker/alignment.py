@@ -42,6 +42,7 @@ from tts_worker.audio import resample
 from tts_worker.errors import InvalidAudio, InvalidInput, ModelDirError, ModelError
 from tts_worker.manifest import BAKE_HINT, AlignModelSpec, AsrSpec, Components, Manifest
 from tts_worker.placement import Chunk, Part, Placed, chunk_spans, join, place, split_words
+from tts_worker.readiness import Readiness
 from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def checked_components(manifest: Manifest) -> Components:
     comps = manifest.components
     if not comps.align or comps.nltk_data is None:
         raise ModelDirError(f"the manifest has no alignment model or no NLTK data; {BAKE_HINT}")
-    from whisperx.utils import PUNKT_LANGUAGES
+    from whisperx.utils import PUNKT_LANGUAGES  # a small module: whisperx's package imports lazily
 
     # whisperx.align loads punkt_tab for the language (English when it has none) and downloads it when
     # missing: every aligned language's punkt model must be baked.
@@ -76,32 +77,43 @@ class _LoadedAligner:
 class Aligner:
     """Forced alignment (and ASR) from a baked MODEL_DIR. Load once; call from one job at a time per model."""
 
-    def __init__(self, model_dir: Path, components: Components, device: str) -> None:
+    def __init__(
+        self, model_dir: Path, components: Components, device: str, *, tiny: bool = False, pending: bool = False
+    ) -> None:
         self.model_dir = model_dir
         self.components = components
         self.device = device
+        self.tiny = tiny
+        self.readiness = Readiness("the aligner and speech recognition models", pending=pending)
         self._aligners: dict[str, _LoadedAligner] = {}
         self._asr: Any = None
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: Path, manifest: Manifest, device: str) -> Aligner:
-        """Load the default language's aligner and the ASR model (when baked); `ModelDirError` when they can't be."""
+    def load(cls, model_dir: Path, manifest: Manifest, device: str, *, deferred: bool = False) -> Aligner:
+        """Load the default language's aligner and the ASR model (when baked); `ModelDirError` when they can't be.
+        `deferred`: only check the manifest now; `load_models` loads them later (in the background) and every
+        call that needs them waits until it has."""
         components = checked_components(manifest)
-        assert components.nltk_data is not None  # checked
-        aligner = cls(model_dir, components, device)
-        _use_nltk_data(model_dir / components.nltk_data.dir, components.nltk_data.punkt_tab)
-        aligner._aligner(DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in components.align else next(iter(components.align)))
+        aligner = cls(model_dir, components, device, tiny=manifest.tiny, pending=deferred)
+        if not deferred:
+            aligner.load_models()
+        return aligner
+
+    def load_models(self) -> None:
+        components = self.components
+        assert components.nltk_data is not None  # checked_components
+        _use_nltk_data(self.model_dir / components.nltk_data.dir, components.nltk_data.punkt_tab)
+        self._aligner(DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in components.align else next(iter(components.align)))
         if components.asr is not None:
-            aligner._asr = _load_asr(model_dir, components.asr, device)
+            self._asr = _load_asr(self.model_dir, components.asr, self.device)
         logger.info(
             "alignment ready on %s: languages %s, ASR %s%s",
-            device,
+            self.device,
             ", ".join(sorted(components.align)),
             components.asr.name if components.asr else "none",
-            " -- TINY RANDOM WEIGHTS: timings and transcripts are meaningless" if manifest.tiny else "",
+            " -- TINY RANDOM WEIGHTS: timings and transcripts are meaningless" if self.tiny else "",
         )
-        return aligner
 
     @classmethod
     def load_asr(cls, model_dir: Path, manifest: Manifest, device: str) -> Aligner:
@@ -136,6 +148,7 @@ class Aligner:
         `chunks` are `(char_start, char_end, start_sample, end_sample)` at `sample_rate`, as the synthesis
         records them; an empty list aligns the whole audio as one chunk.
         """
+        self.readiness.wait()
         loaded = self._aligner(language)
         wave = _mono(wave, sample_rate)
         duration = len(wave) / sample_rate
@@ -156,10 +169,12 @@ class Aligner:
     def alignable(self, word: str, language: str = DEFAULT_LANGUAGE) -> bool:
         """Whether `align` can place `word` at all (it has a letter the language's model knows); the others
         are always interpolated."""
+        self.readiness.wait()
         return bool(_clean(word, self._aligner(language).alignable))
 
     def transcribe(self, wave: np.ndarray, sample_rate: int, language: str | None = None) -> str:
         """What is said in `wave` (whisperx ASR with VAD); "" when no speech is found."""
+        self.readiness.wait()
         if self._asr is None:
             raise InvalidInput(
                 "reference text: this worker has no speech recognition model baked; give the reference text"

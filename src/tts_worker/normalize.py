@@ -42,6 +42,7 @@ from tts_worker.chunking import split_text
 from tts_worker.errors import ModelDirError
 from tts_worker.manifest import BAKE_HINT, Manifest, NormalizerSpec
 from tts_worker.normalize_grammar import Grammar, check_versions, quiet_library_logs
+from tts_worker.readiness import Readiness
 from tts_worker.words import WordTiming
 
 logger = logging.getLogger(__name__)
@@ -269,32 +270,47 @@ def _lexicon_form(word: str, lexicon: Mapping[str, str], folded: Mapping[str, st
 class Normalizer:
     """The baked grammars of each language, loaded once; `normalize` is safe to call from threads."""
 
-    def __init__(self, grammars: dict[str, Grammar]) -> None:
+    def __init__(self, grammars: dict[str, Grammar], *, pending: bool = False) -> None:
         self._grammars = grammars
+        self._source: tuple[Path, NormalizerSpec] | None = None
+        self.readiness = Readiness("the normalisation grammars", pending=pending)
 
     @classmethod
-    def load(cls, model_dir: Path, spec: NormalizerSpec) -> Normalizer:
-        """Restore what bake prepared (`components.normalize`); never compiles or downloads."""
+    def load(cls, model_dir: Path, spec: NormalizerSpec, *, deferred: bool = False) -> Normalizer:
+        """Restore what bake prepared (`components.normalize`); never compiles or downloads. `deferred`:
+        check the library versions now, restore in `load_grammars` later (in the background); every
+        `normalize` waits until it has."""
         check_versions(spec.version, spec.pynini)
+        normalizer = cls({}, pending=deferred)
+        normalizer._source = (model_dir, spec)
+        if not deferred:
+            normalizer.load_grammars()
+        return normalizer
+
+    def load_grammars(self) -> None:
+        if self._source is None:
+            return
+        model_dir, spec = self._source
         quiet_library_logs()
         root = model_dir / spec.dir
-        return cls(
-            {lang: Grammar.load(root / lang, lang, spec.input_case, files) for lang, files in spec.grammars.items()}
-        )
+        self._grammars = {
+            lang: Grammar.load(root / lang, lang, spec.input_case, files) for lang, files in spec.grammars.items()
+        }
 
     @classmethod
-    def from_manifest(cls, model_dir: Path, manifest: Manifest) -> Normalizer:
+    def from_manifest(cls, model_dir: Path, manifest: Manifest, *, deferred: bool = False) -> Normalizer:
         spec = manifest.components.normalize
         if spec is None:
             raise ModelDirError(f"MODEL_DIR {model_dir} has no text normalisation grammars; {BAKE_HINT}")
-        return cls.load(model_dir, spec)
+        return cls.load(model_dir, spec, deferred=deferred)
 
     @property
     def languages(self) -> list[str]:
-        return sorted(self._grammars)
+        return sorted(self._source[1].grammars if self._source else self._grammars)
 
     def normalize(self, text: str, language: str, lexicon: Mapping[str, str] | None = None) -> Normalized:
         """`text` as spoken, each written word mapped to its spoken form."""
+        self.readiness.wait()
         matches = list(_WORD.finditer(text))
         words = [m.group() for m in matches]
         forms: list[str | None] = [None] * len(words)  # decided spoken forms

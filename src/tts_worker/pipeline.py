@@ -22,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tts_worker import outputs
 from tts_worker.alignment import Aligner
@@ -36,6 +36,7 @@ from tts_worker.manifest import load_verified
 from tts_worker.normalize import Normalizer
 from tts_worker.operations import Aligning, VoiceOperations
 from tts_worker.quality import Policy
+from tts_worker.readiness import load_in_background
 from tts_worker.references import VoicePrompts
 from tts_worker.results import Result
 from tts_worker.schemas import (
@@ -88,14 +89,17 @@ class Worker:
         self._orphans_lock = threading.Lock()
 
     @classmethod
-    def load(cls, settings: Settings) -> Worker:
-        """Verify MODEL_DIR, open storage, load and warm the models: cheap checks first, so a bad
-        configuration fails in seconds. Raises ModelDirError or StorageError."""
+    def load(cls, settings: Settings, on_failure: Callable[[BaseException], None] | None = None) -> Worker:
+        """Verify MODEL_DIR, open storage, load and warm the TTS model: cheap checks first, so a bad
+        configuration fails in seconds. The grammars, aligner and ASR load after the TTS model, in the
+        background with `settings.background_load` (`on_failure` is called if that load fails; see
+        readiness.py). Raises ModelDirError or StorageError."""
+        t0 = time.perf_counter()
         manifest = load_verified(settings.model_dir)
         storage = open_storage(settings)
         storage.check()
         device = settings.resolved_device()
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         try:
             engine = load_engine(settings.model_dir, manifest, device)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
@@ -103,16 +107,34 @@ class Worker:
                 f"MODEL_DIR {settings.model_dir}: the {manifest.tts.name} model failed to load "
                 f"({exc.__class__.__name__}: {str(exc)[:200]}); re-bake it"
             ) from exc
-        aligner = Aligner.load(settings.model_dir, manifest, device)
+        t2 = time.perf_counter()
+        deferred = settings.background_load
         normalizer = None
         if manifest.components.normalize is not None:
-            normalizer = Normalizer.from_manifest(settings.model_dir, manifest)
+            normalizer = Normalizer.from_manifest(settings.model_dir, manifest, deferred=deferred)
         else:
             logger.warning("MODEL_DIR has no normalisation grammars (baked before them): only lexicons apply")
+        aligner = Aligner.load(settings.model_dir, manifest, device, deferred=deferred)
+        if deferred:  # normalisation first: every synthesis needs it before sampling, timings only after
+            steps = [(aligner.readiness, aligner.load_models)]
+            if normalizer is not None:
+                steps.insert(0, (normalizer.readiness, normalizer.load_grammars))
+            load_in_background(steps, on_failure)
+        t3 = time.perf_counter()
         if settings.warmup:
             # A batch runs masked attention, other kernels than a single generation: ready them too.
             engine.warmup(batch_size=settings.resolved_batch_max_size(device))
-        logger.info("models ready in %.1f s", time.perf_counter() - t0)
+        t4 = time.perf_counter()
+        logger.info(
+            "start-up: manifest and storage %.2f s, %s (model code and weights) %.2f s, %s %.2f s, warm-up %.2f s",
+            t1 - t0,
+            engine.name,
+            t2 - t1,
+            "background load started" if deferred else "grammars, aligner and ASR",
+            t3 - t2,
+            t4 - t3,
+        )
+        logger.info("models ready in %.1f s%s", t4 - t0, " (the rest loads in the background)" if deferred else "")
         return cls(settings, engine, aligner, storage, Fetcher(settings, storage), normalizer)
 
     def run(self, request: Request, job_id: str, progress: Progress = no_progress, emit: Emit | None = None) -> Result:

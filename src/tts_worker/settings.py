@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     )
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
     warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
+    background_load: bool = Field(
+        True,
+        description="Load the normalisation grammars, aligner and ASR model in a background thread while the "
+        "worker already takes jobs (a job that needs them waits); false: load them before the first job-take.",
+    )
     max_concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker takes at once (RunPod's loop).")
     batch_max_size: int | None = Field(
         None,

@@ -1,8 +1,9 @@
-"""The F5-TTS engine (family `f5-tts`): the only module that imports f5_tts.
+"""The F5-TTS engine (family `f5-tts`): with f5_loading.py, the only module that imports f5_tts.
 
 `F5Engine` implements `tts_worker.engine.Engine` for f5_tts's flow-matching models: F5-TTS (DiT
 backbone) and E2-TTS (UNetT), whichever the manifest names. It loads the checkpoint, vocabulary and
-Vocos vocoder from a baked model directory through f5_tts's own loaders, with the architecture taken
+Vocos vocoder from a baked model directory (f5_loading: f5_tts's own classes, without the import and
+initialisation cost of its loaders), with the architecture taken
 from the manifest (never from the hub or the packaged yaml). Generates one chunk of text per item;
 the caller owns the chunk loop, which keeps results reproducible (f5_tts's own loop runs chunks in
 threads that share torch's RNG).
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tts_worker import f5_loading
 from tts_worker.engine import ChunkAudio, Generation, Reference, SamplingParams, check_reference_text
 from tts_worker.errors import InvalidAudio, InvalidInput, ModelError
 from tts_worker.manifest import Manifest
@@ -90,10 +92,6 @@ class F5Engine:
 
     @classmethod
     def load(cls, model_dir: Path, manifest: Manifest, device: str) -> F5Engine:
-        from f5_tts import model as f5_model
-        from f5_tts.infer.utils_infer import load_model, load_vocoder
-
-        backbone = getattr(f5_model, manifest.tts.backbone)
         # Attention masks on: a batch pads shorter items to the longest, and without the mask their
         # frames would attend to the padding. A single generation passes no mask, so it is unaffected.
         arch = {**manifest.tts.arch, "attn_backend": _attention_backend(device), "attn_mask_enabled": True}
@@ -101,15 +99,15 @@ class F5Engine:
             # "attn_mask_enabled=True with attn_backend='torch' can consume large GPU memory": it is
             # what batching costs without flash-attn; docs/PERFORMANCE.md sizes BATCH_MAX_SIZE for it.
             warnings.filterwarnings("ignore", message="attn_mask_enabled=True", category=UserWarning)
-            model = load_model(
-                backbone,
+            model = f5_loading.load_cfm(
+                manifest.tts.backbone,
                 arch,
-                str(model_dir / manifest.tts.checkpoint),
-                mel_spec_type=manifest.tts.mel_spec_type,
-                vocab_file=str(model_dir / manifest.tts.vocab),
-                device=device,
+                model_dir / manifest.tts.checkpoint,
+                model_dir / manifest.tts.vocab,
+                manifest.tts.mel_spec_type,
+                device,
             )
-        vocoder = load_vocoder("vocos", is_local=True, local_path=str(model_dir / manifest.vocoder.dir), device=device)
+        vocoder = f5_loading.load_vocos(model_dir / manifest.vocoder.dir, device)
         engine = cls(model, vocoder, device, manifest)
         logger.info(
             "loaded %s on %s (%s, attention %s)%s",
@@ -182,8 +180,7 @@ class F5Engine:
         """Sample `gens` as one batch (they must share `batch_key`), then vocode each; in order."""
         if not gens or len({g.batch_key for g in gens}) != 1:
             raise ValueError("generate_batch needs one or more generations with the same sampling parameters")
-        from f5_tts.model.utils import convert_char_to_pinyin
-
+        convert_char_to_pinyin = f5_loading.model_classes().convert_char_to_pinyin
         gens = [Generation(g.ref, " ".join(g.text.split()), g.params, g.seed) for g in gens]
         texts = [g.ref.text + g.text for g in gens]
         ref_frames = [self._ref_frames(g.ref) for g in gens]
@@ -218,10 +215,11 @@ class F5Engine:
         guidance) for a batch of independent generations: item i is conditioned on its own reference
         mel and text, and its noise comes from its own generator seeded with its own seed. Returns the
         mel batch (b, frames, mels; reference frames included) and each item's length in frames."""
-        from f5_tts.model.utils import get_epss_timesteps, lens_to_mask, list_str_to_idx
         from torch.nn.utils.rnn import pad_sequence
         from torchdiffeq import odeint
 
+        f5 = f5_loading.model_classes()
+        get_epss_timesteps, lens_to_mask, list_str_to_idx = f5.get_epss_timesteps, f5.lens_to_mask, f5.list_str_to_idx
         model = self._model
         params = gens[0].params
         device = self.device
@@ -265,13 +263,15 @@ class F5Engine:
         return torch.where(cond_mask, cond, trajectory[-1]), duration.tolist()
 
     def warmup(self, batch_size: int = 1) -> None:
-        """Short generations, alone and (when batching) two at once, so kernels, allocator and caches
-        are ready before the first job."""
-        samples = np.zeros(SAMPLE_RATE * 2, dtype=np.float32)
+        """The smallest generations that ready what the first job runs: the transformer, sampler and
+        vocoder kernels and the allocator, once alone (about 150 frames at NFE 1) and, when batching,
+        once as a masked batch of two. On a CPU the first job was only 0.5-0.8 s slower with no warm-up
+        at all; on CUDA this is where the kernels are chosen and loaded (docs/PERFORMANCE.md)."""
+        samples = np.zeros(SAMPLE_RATE, dtype=np.float32)
         samples[::100] = 0.5
         ref = self.prepare_reference(samples, "Warm up.", max_seconds=MAX_GENERATION_SECONDS)
-        params = SamplingParams(nfe_steps=2)
-        self.generate(ref, "Warming up the model.", params, seed=0)
+        params = SamplingParams(nfe_steps=1)
+        self.generate(ref, "Ready now.", params, seed=0)
         if batch_size > 1:
-            texts = ["Warming up a batch.", "Warming up a batch, with a longer second item."]
+            texts = ["Warm up.", "Warm up a batch."]
             self.generate_batch([Generation(ref, text, params, seed=0) for text in texts])
