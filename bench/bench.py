@@ -307,8 +307,9 @@ def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
     judge (the loop's own account), and the second take from the first's verdict to its own."""
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         from tts_worker import audio, tts
+        from tts_worker.comparison import Comparison
         from tts_worker.pipeline import Worker
-        from tts_worker.quality import AsrJudge, Comparison, Policy, reference_rate
+        from tts_worker.quality import AsrJudge, Policy, reference_rate
         from tts_worker.retakes import Retakes
         from tts_worker.settings import Settings
 

@@ -19,8 +19,9 @@ import torch
 
 from tts_worker import audio, quality, tts
 from tts_worker.batching import Batcher
+from tts_worker.comparison import Comparison, comparable, word_error_rate
 from tts_worker.options import QualityRequest
-from tts_worker.quality import AsrJudge, Comparison, Loudness, Policy, Verdict, comparable, word_error_rate
+from tts_worker.quality import AsrJudge, Loudness, Policy, Verdict
 from tts_worker.retakes import Retakes, attempt_seed
 from tts_worker.settings import DEFAULT_MAX_ERROR_RATE, Settings
 from tts_worker.voices import default_voice

@@ -11,11 +11,12 @@ import numpy as np
 
 from tts_worker import audio, video
 from tts_worker.alignment import Aligner
+from tts_worker.comparison import Comparison
 from tts_worker.errors import InvalidInput, quote
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.normalize import Normalized, Normalizer
-from tts_worker.quality import AsrJudge, Comparison, check_audio
+from tts_worker.quality import AsrJudge, check_audio
 from tts_worker.results import AlignResult, DeleteVoiceResult, ListVoicesResult, UploadVoiceResult
 from tts_worker.schemas import AlignRequest, DeleteVoiceRequest, ListVoicesRequest, UploadVoiceRequest
 from tts_worker.storage import Storage, check_key

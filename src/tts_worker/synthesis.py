@@ -31,12 +31,13 @@ from tts_worker import audio, video
 from tts_worker.alignment import Aligner
 from tts_worker.batching import Batcher
 from tts_worker.chunking import split_text
+from tts_worker.comparison import Comparison
 from tts_worker.engine import ChunkAudio, Engine, Generation, Reference, SamplingParams
 from tts_worker.errors import InvalidInput
 from tts_worker.fetch import Fetcher
 from tts_worker.job import Job
 from tts_worker.normalize import Normalized, Normalizer, SpokenChunk, split_spoken
-from tts_worker.quality import AsrJudge, Comparison, Policy, reference_rate
+from tts_worker.quality import AsrJudge, Policy, reference_rate
 from tts_worker.references import VoicePrompts
 from tts_worker.results import ChunkInfo, StreamedChunk, SynthesisResult
 from tts_worker.retakes import Retakes, Submit
