@@ -18,14 +18,13 @@ from tts_worker.chunking import split_text
 from tts_worker.errors import ModelDirError
 from tts_worker.manifest import MANIFEST_NAME, load_manifest, load_verified
 from tts_worker.normalize import (
-    LEXICON_MAX_ENTRIES,
-    Lexicon,
     Normalized,
     Normalizer,
     WordSpan,
     split_spoken,
     written_timings,
 )
+from tts_worker.sanitize import LEXICON_MAX_ENTRIES, Lexicon
 from tts_worker.words import WordTiming
 
 

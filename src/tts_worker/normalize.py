@@ -28,14 +28,9 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import AfterValidator
-from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from tts_worker import normalize_en
 from tts_worker.chunking import split_text
@@ -52,9 +47,6 @@ logger = logging.getLogger(__name__)
 # a reading depends on ("5 km", "$5 million", "March 3rd"), within a sentence.
 CONTEXT_WORDS = 1
 MAX_RUN_WORDS = 12  # longest run of words given to the grammars at once
-LEXICON_MAX_ENTRIES = 200
-LEXICON_MAX_WORD_CHARS = 64
-LEXICON_MAX_SPOKEN_CHARS = 200
 
 _WORD = re.compile(r"\S+")
 _HYPHENATED = re.compile(r"(?<=\w)-(?=\w)")
@@ -211,46 +203,7 @@ def written_timings(norm: Normalized, spoken: list[WordTiming]) -> list[WordTimi
     return out
 
 
-# --- lexicon: per-request pronunciations -----------------------------------------------------
-
-
-def _entry_error(key: str, message: str) -> InitErrorDetails:
-    shown = key if len(key) <= 40 else key[:40] + "..."
-    shown = shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
-    return InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(shown,), input=key)
-
-
-def _text_problem(value: str, what: str, limit: int, *, one_word: bool) -> str | None:
-    value = value.strip()
-    if not value:
-        return f"the {what} must not be empty"
-    if len(value) > limit:
-        return f"the {what} is {len(value)} characters long; the limit is {limit}"
-    if any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} and not (c == " " and not one_word) for c in value):
-        return f"the {what} must not contain control characters"
-    if one_word and any(c.isspace() for c in value):
-        return f"the {what} must be one word, without white space"
-    return None
-
-
-def check_lexicon(value: Mapping[str, str]) -> dict[str, str]:
-    """A request's `lexicon` checked entry by entry; errors are located at the entry (`lexicon.GIF: ...`)."""
-    if len(value) > LEXICON_MAX_ENTRIES:
-        raise ValueError(f"has {len(value)} entries; the limit is {LEXICON_MAX_ENTRIES}")
-    errors = []
-    for key, spoken in value.items():
-        problem = _text_problem(key, "written word", LEXICON_MAX_WORD_CHARS, one_word=True) or _text_problem(
-            spoken, "spoken form", LEXICON_MAX_SPOKEN_CHARS, one_word=False
-        )
-        if problem:
-            errors.append(_entry_error(key, problem))
-    if errors:
-        raise ValidationError.from_exception_data("lexicon", errors)
-    return {key.strip(): " ".join(spoken.split()) for key, spoken in value.items()}
-
-
-Lexicon = Annotated[dict[str, str], AfterValidator(check_lexicon)]
-"""The pydantic type of a request's `lexicon` field: `lexicon: Lexicon | None = None`."""
+# --- lexicon: per-request pronunciations (validated in sanitize.py) ----------------------------
 
 
 def _lexicon_form(word: str, lexicon: Mapping[str, str], folded: Mapping[str, str]) -> str | None:

@@ -21,14 +21,20 @@ Contract
 - `is_speakable(text)`: True when the text holds at least one letter or digit (Unicode categories
   L* and N*), not counting the Hangul filler letters, which render as blank space. Punctuation,
   symbols, emoji, spaces and invisible characters alone give the model nothing to say.
+- `Lexicon`: the pydantic type of a request's `lexicon` (written word -> spoken form), checked entry by
+  entry (`check_lexicon`: at most `LEXICON_MAX_ENTRIES`, one word each, no control characters), each
+  error located at its entry; normalize.py applies it.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from tts_worker.errors import quote
 
@@ -172,3 +178,49 @@ def check_size(text: str, max_chars: int, max_bytes: int) -> None:
             f"is {size} bytes long in UTF-8, over the limit of {max_bytes} (the generated duration follows "
             "the bytes: an emoji counts 4, a Chinese character 3, an accented or Cyrillic letter 2)"
         )
+
+
+# --- lexicon: a request's per-word pronunciations ------------------------------------------
+
+LEXICON_MAX_ENTRIES = 200
+LEXICON_MAX_WORD_CHARS = 64
+LEXICON_MAX_SPOKEN_CHARS = 200
+
+
+def _entry_error(key: str, message: str) -> InitErrorDetails:
+    shown = key if len(key) <= 40 else key[:40] + "..."
+    shown = shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+    return InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(shown,), input=key)
+
+
+def _text_problem(value: str, what: str, limit: int, *, one_word: bool) -> str | None:
+    value = value.strip()
+    if not value:
+        return f"the {what} must not be empty"
+    if len(value) > limit:
+        return f"the {what} is {len(value)} characters long; the limit is {limit}"
+    if any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} and not (c == " " and not one_word) for c in value):
+        return f"the {what} must not contain control characters"
+    if one_word and any(c.isspace() for c in value):
+        return f"the {what} must be one word, without white space"
+    return None
+
+
+def check_lexicon(value: Mapping[str, str]) -> dict[str, str]:
+    """A request's `lexicon` checked entry by entry; errors are located at the entry (`lexicon.GIF: ...`)."""
+    if len(value) > LEXICON_MAX_ENTRIES:
+        raise ValueError(f"has {len(value)} entries; the limit is {LEXICON_MAX_ENTRIES}")
+    errors = []
+    for key, spoken in value.items():
+        problem = _text_problem(key, "written word", LEXICON_MAX_WORD_CHARS, one_word=True) or _text_problem(
+            spoken, "spoken form", LEXICON_MAX_SPOKEN_CHARS, one_word=False
+        )
+        if problem:
+            errors.append(_entry_error(key, problem))
+    if errors:
+        raise ValidationError.from_exception_data("lexicon", errors)
+    return {key.strip(): " ".join(spoken.split()) for key, spoken in value.items()}
+
+
+Lexicon = Annotated[dict[str, str], AfterValidator(check_lexicon)]
+"""The pydantic type of a request's `lexicon` field: `lexicon: Lexicon | None = None`."""

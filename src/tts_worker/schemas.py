@@ -39,7 +39,6 @@ from pydantic import (
 
 from tts_worker.audio import FORMATS, AudioFormat
 from tts_worker.errors import quote
-from tts_worker.normalize import Lexicon
 from tts_worker.options import (
     AlignQualityRequest,
     QualityRequest,
@@ -49,7 +48,7 @@ from tts_worker.options import (
     subtitle_options,
 )
 from tts_worker.outputs import output_key_rule, output_prefix_rule, output_url_rule
-from tts_worker.sanitize import check_size, speakable_text
+from tts_worker.sanitize import Lexicon, check_size, speakable_text
 
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _URL_PREFIXES = ("https://", "http://", "s3://")
