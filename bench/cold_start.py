@@ -1,10 +1,10 @@
 """Cold start, side by side in one run (part of `make bench`; `bench.py --only cold-start` runs it alone).
 
 - floor: a process that imports torch and reads the checkpoint and vocoder bytes;
-- `python -m tts_worker` in RunPod's production loop (tests/fake_runpod.py), with BACKGROUND_LOAD on (the
-  default) and off: process start -> its first job-take, and -> its first completed job (a synthesize job
-  queued before the worker starts: NFE 1, word timings on, as a first request on a scaled-up worker is);
-  and the phases the worker logs in its `start-up:` lines;
+- `python -m tts_worker` in RunPod's production loop (tests/fake_runpod.py), with the defaults and with
+  BACKGROUND_LOAD and WARMUP each turned the other way: process start -> its first job-take, and -> its
+  first completed job (a synthesize job queued before the worker starts: NFE 1, word timings on, as a
+  first request on a scaled-up worker is); and the phases the worker logs in its `start-up:` lines;
 - the floor and the default worker again after the page cache is dropped (`/proc/sys/vm/drop_caches`, as
   root) or, where that is refused, after the model files and the Python environment are evicted from it
   (`posix_fadvise(DONTNEED)`), which is then an estimate of a cold disk.
@@ -130,25 +130,32 @@ def drop_page_cache(paths: list[Path]) -> str:
     return "estimated: model files and the Python environment evicted (`posix_fadvise`), not the whole cache"
 
 
+def sides(device: str) -> dict[str, dict[str, str]]:
+    """The worker's settings each side runs with: the defaults, and each start-up choice turned the other way."""
+    cuda = device.startswith("cuda")
+    return {
+        "defaults": {},
+        "BACKGROUND_LOAD=false": {"BACKGROUND_LOAD": "false"},
+        f"WARMUP={'false' if cuda else 'true'}": {"WARMUP": "false" if cuda else "true"},
+    }
+
+
 def measure(model_dir: Path, files: list[Path], repeats: int) -> dict[str, Any]:
-    env = {"DEVICE": os.environ.get("DEVICE", "cpu")}
-    out: dict[str, Any] = {"floor": [], "background": [], "foreground": []}
+    device = os.environ.get("DEVICE", "cpu")
+    runs = sides(device)
+    out: dict[str, Any] = {"device": device, "floor": [], "sides": {name: [] for name in runs}}
     for run in range(repeats):
         seconds, out["floor_hwm"] = floor_start(files)
         out["floor"].append(seconds)
-        out["background"].append(worker_start(model_dir, env))
-        out["foreground"].append(worker_start(model_dir, {**env, "BACKGROUND_LOAD": "false"}))
-        b, f = out["background"][-1], out["foreground"][-1]
-        print(
-            f"  cold start {run + 1}/{repeats}: floor {seconds:.1f} s; first take {b['take']:.1f} s "
-            f"(foreground load {f['take']:.1f} s); first job {b['job']:.1f} s ({f['job']:.1f} s)",
-            flush=True,
-        )
+        for name, extra in runs.items():
+            out["sides"][name].append(worker_start(model_dir, {"DEVICE": device, **extra}))
+        firsts = ", ".join(f"{n} {r[-1]['take']:.1f}/{r[-1]['job']:.1f}" for n, r in out["sides"].items())
+        print(f"  cold start {run + 1}/{repeats}: floor {seconds:.1f} s; first take/first job: {firsts}", flush=True)
     evicted = [model_dir, Path(sys.prefix), Path(sys.base_prefix) / "lib"]
     out["cache"] = drop_page_cache(evicted)
     out["cold_floor"] = floor_start(files)[0]
     drop_page_cache(evicted)
-    out["cold"] = worker_start(model_dir, env)
+    out["cold"] = worker_start(model_dir, {"DEVICE": device})
     print(f"  page cache {out['cache']}: floor {out['cold_floor']:.1f} s, first take {out['cold']['take']:.1f} s")
     return out
 
@@ -156,27 +163,30 @@ def measure(model_dir: Path, files: list[Path], repeats: int) -> dict[str, Any]:
 def render(cs: dict[str, Any]) -> list[str]:
     floor = min(cs["floor"])
 
-    def best(side: str, key: str) -> float:
-        return min(run[key] for run in cs[side])
-
     def row(label: str, seconds: float, base: float = floor) -> str:
         return f"| {label} | {seconds:.1f} | {seconds / base:.2f} |"
 
+    default = cs["sides"]["defaults"]
     lines = [
         "## Cold start",
         "",
         "| | seconds | × floor |",
         "|---|---:|---:|",
         f"| floor: `python -c 'import torch'` + read the checkpoint and vocoder bytes | {floor:.1f} | 1.00 |",
-        row("`python -m tts_worker`: process start to its first job-take", best("background", "take")),
-        row(
-            "the same, BACKGROUND_LOAD=false (grammars, aligner, ASR before the first take)", best("foreground", "take")
-        ),
-        row("process start to its first completed job (NFE 1, word timings)", best("background", "job")),
-        row("the same, BACKGROUND_LOAD=false", best("foreground", "job")),
+        row("`python -m tts_worker`: process start to its first job-take", min(r["take"] for r in default)),
+        row("process start to its first completed job (NFE 1, word timings)", min(r["job"] for r in default)),
+    ]
+    for name, side in cs["sides"].items():
+        if name != "defaults":
+            lines += [
+                row(f"first job-take, {name}", min(r["take"] for r in side)),
+                row(f"first completed job, {name}", min(r["job"] for r in side)),
+            ]
+    lines += [
         "",
-        f"Best of {len(cs['floor'])} runs each, interleaved, page cache warm. The first job is queued before the",
-        "worker starts, so its first take takes it; a job that needs the aligner waits for its background load.",
+        f"Device {cs['device']}, defaults for it. Best of {len(cs['floor'])} runs each, interleaved, page cache",
+        "warm. The first job is queued before the worker starts, so its first take takes it; it waits at the",
+        "normalisation stage for the grammars and at the alignment stage for the aligner if they are still loading.",
         "",
         f"Page cache {cs['cache']}, one run each:",
         "",
@@ -186,16 +196,16 @@ def render(cs: dict[str, Any]) -> list[str]:
         row("first job-take, cold", cs["cold"]["take"], cs["cold_floor"]),
         row("first completed job, cold", cs["cold"]["job"], cs["cold_floor"]),
         "",
-        "Where the time goes, as the worker logs it (`start-up:` lines; the run with the fastest first take of each):",
+        "Where the time goes, as the worker logs it (`start-up:` lines; each side's run with the fastest first take):",
         "",
-        "| phase | BACKGROUND_LOAD=true, s | false, s |",
-        "|---|---:|---:|",
+        "| phase | " + " | ".join(f"{name}, s" for name in cs["sides"]) + " |",
+        "|---|" + "---:|" * len(cs["sides"]),
     ]
-    fast = {side: min(cs[side], key=lambda run: run["take"])["phases"] for side in ("background", "foreground")}
-    for name in PHASES:
-        on, off = fast["background"].get(name), fast["foreground"].get(name)
-        if on is not None or off is not None:
-            lines.append(f"| {name} | {'' if on is None else f'{on:.2f}'} | {'' if off is None else f'{off:.2f}'} |")
+    fast = [min(side, key=lambda run: run["take"])["phases"] for side in cs["sides"].values()]
+    for phase in PHASES:
+        values = [f"{p[phase]:.2f}" if phase in p else "" for p in fast]
+        if any(values):
+            lines.append(f"| {phase} | " + " | ".join(values) + " |")
     return [*lines, "", *SEQUENCE]
 
 
@@ -208,8 +218,10 @@ SEQUENCE = """### The start-up sequence
    datasets and wandb, nor `utils_infer`, nor librosa); the modules are built without random initialisation and
    the safetensors checkpoint is memory-mapped and assigned as the parameters (`tts_worker/f5_loading.py`;
    tensor for tensor what f5_tts's loaders give, tested). Vocos the same way.
-4. Warm-up: one generation of about 200 frames at NFE 1 (and, when batching, one masked batch of two), so
-   the first job does not pay for first-call kernel selection and allocator growth.
+4. Warm-up (`WARMUP`, on CUDA by default): one generation of about 115 frames at NFE 1 (and, when
+   batching, one masked batch of two), so the first job does not pay for kernel selection and cuBLAS/cuDNN
+   start-up. On a CPU there is little to ready (the table above shows what it costs and what the first job
+   gains), so it is off there by default.
 5. The RunPod loop starts taking jobs. Meanwhile, with `BACKGROUND_LOAD=true` (the default), one thread
    restores the normalisation grammars (pynini), then imports whisperx and loads the aligner, NLTK data and
    ASR (transformers, pyannote, lightning). A job that needs them waits at that stage, never fails for it,

@@ -108,6 +108,11 @@ class Worker:
                 f"({exc.__class__.__name__}: {str(exc)[:200]}); re-bake it"
             ) from exc
         t2 = time.perf_counter()
+        if settings.resolved_warmup(device):
+            # A batch runs masked attention, other kernels than a single generation: ready them too.
+            engine.warmup(batch_size=settings.resolved_batch_max_size(device))
+        t3 = time.perf_counter()
+        # Loaded after the warm-up: on a CPU a background load would take the warm-up's cores and the GIL.
         deferred = settings.background_load
         normalizer = None
         if manifest.components.normalize is not None:
@@ -120,18 +125,14 @@ class Worker:
             if normalizer is not None:
                 steps.insert(0, (normalizer.readiness, normalizer.load_grammars))
             load_in_background(steps, on_failure)
-        t3 = time.perf_counter()
-        if settings.warmup:
-            # A batch runs masked attention, other kernels than a single generation: ready them too.
-            engine.warmup(batch_size=settings.resolved_batch_max_size(device))
         t4 = time.perf_counter()
         logger.info(
-            "start-up: manifest and storage %.2f s, %s (model code and weights) %.2f s, %s %.2f s, warm-up %.2f s",
+            "start-up: manifest and storage %.2f s, %s (model code and weights) %.2f s, warm-up %.2f s, %s %.2f s",
             t1 - t0,
             engine.name,
             t2 - t1,
-            "background load started" if deferred else "grammars, aligner and ASR",
             t3 - t2,
+            "background load started" if deferred else "grammars, aligner and ASR",
             t4 - t3,
         )
         logger.info("models ready in %.1f s%s", t4 - t0, " (the rest loads in the background)" if deferred else "")

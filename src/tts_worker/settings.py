@@ -74,7 +74,12 @@ class Settings(BaseSettings):
         "unset: 1.2 x MAX_TEXT_CHARS, so Latin-script text up to MAX_TEXT_CHARS passes.",
     )
     max_reference_seconds: float = Field(12.0, gt=1.0, le=20.0)
-    warmup: bool = Field(True, description="Run one tiny synthesis at start so the first job is warm.")
+    warmup: bool | None = Field(
+        None,
+        description="Run the smallest generations that ready the first job's kernels before taking jobs; "
+        "unset: on CUDA (kernel choice, cuBLAS handles), not on CPU, where it cost more at start than the first "
+        "job saved (docs/PERFORMANCE.md).",
+    )
     background_load: bool = Field(
         True,
         description="Load the normalisation grammars, aligner and ASR model in a background thread while the "
@@ -212,6 +217,9 @@ class Settings(BaseSettings):
         if self.batch_max_size is not None:
             return self.batch_max_size
         return 4 if device.startswith("cuda") else 1
+
+    def resolved_warmup(self, device: str) -> bool:
+        return self.warmup if self.warmup is not None else device.startswith("cuda")
 
     def resolved_quality_mode(self, device: str) -> QualityMode:
         if self.quality_mode is not None:

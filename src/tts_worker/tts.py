@@ -263,15 +263,17 @@ class F5Engine:
         return torch.where(cond_mask, cond, trajectory[-1]), duration.tolist()
 
     def warmup(self, batch_size: int = 1) -> None:
-        """The smallest generations that ready what the first job runs: the transformer, sampler and
-        vocoder kernels and the allocator, once alone (about 150 frames at NFE 1) and, when batching,
-        once as a masked batch of two. On a CPU the first job was only 0.5-0.8 s slower with no warm-up
-        at all; on CUDA this is where the kernels are chosen and loaded (docs/PERFORMANCE.md)."""
+        """The smallest generations that ready what the first job runs (the transformer, sampler and vocoder
+        kernels, the allocator, the weights' pages): one of about 115 frames at NFE 1 and, when batching, one
+        masked batch of two. A 1 s prompt with a long transcript keeps the frames few. On CUDA this is where
+        kernels are chosen and cuBLAS/cuDNN start; on a CPU it costs more than it saves (docs/PERFORMANCE.md)."""
         samples = np.zeros(SAMPLE_RATE, dtype=np.float32)
         samples[::100] = 0.5
-        ref = self.prepare_reference(samples, "Warm up.", max_seconds=MAX_GENERATION_SECONDS)
+        ref = self.prepare_reference(
+            samples, "The worker warms up its model kernels.", max_seconds=MAX_GENERATION_SECONDS
+        )
         params = SamplingParams(nfe_steps=1)
         self.generate(ref, "Ready now.", params, seed=0)
         if batch_size > 1:
-            texts = ["Warm up.", "Warm up a batch."]
+            texts = ["Ready now.", "Warm up a batch."]
             self.generate_batch([Generation(ref, text, params, seed=0) for text in texts])
