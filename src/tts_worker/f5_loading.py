@@ -45,14 +45,14 @@ TARGET_SAMPLE_RATE = 24_000
 ODE_METHOD = "euler"
 
 _PACKAGE = "f5_tts.model"
-_import_lock = threading.Lock()
+_lock = threading.Lock()
 _init_lock = threading.Lock()
 
 
 def model_classes() -> types.SimpleNamespace:
     """f5_tts's model classes and the helpers sampling needs, imported without `f5_tts.model`'s
     package `__init__` and without librosa."""
-    with _import_lock:
+    with _lock:
         if _PACKAGE not in sys.modules:
             sys.modules[_PACKAGE] = _package_without_init()
         with _librosa_mel_deferred():
@@ -135,7 +135,7 @@ def _uninitialised() -> Iterator[None]:
     Patches `torch.nn.init` for the whole process while it lasts: start-up builds the TTS model
     before any other thread builds modules."""
     saved = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
-    with _import_lock:
+    with _lock:
         for name in _INITIALISERS:
             setattr(torch.nn.init, name, _leave)
         try:
