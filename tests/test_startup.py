@@ -144,3 +144,32 @@ def test_a_background_load_that_fails_stops_the_worker_like_a_failed_start(tiny_
     log = worker.log_path.read_text(errors="replace")
     assert "tts-worker cannot start: " in log and "alignment model" in log, log[-2000:]
     assert "Traceback" not in log.split("tts-worker cannot start: ")[1]
+
+
+def test_a_load_that_never_finishes_fails_the_waiting_job_and_restarts_the_worker(monkeypatch):
+    from tts_worker import readiness
+    from tts_worker.errors import ModelError
+
+    monkeypatch.setattr(readiness, "WAIT_SECONDS", 0.2)
+    stuck = readiness.Readiness("the aligner", pending=True)
+    message = r"^the aligner did not finish loading in 0 s; the worker will restart$"
+    with pytest.raises(ModelError, match=message) as info:
+        stuck.wait()
+    assert info.value.refresh_worker
+
+
+def test_a_failed_background_step_fails_the_later_steps_too():
+    from tts_worker import readiness
+    from tts_worker.errors import ModelDirError, ModelError
+
+    first, second = readiness.Readiness("grammars", pending=True), readiness.Readiness("aligner", pending=True)
+    failures: list[BaseException] = []
+
+    def broken() -> None:
+        raise ModelDirError("MODEL_DIR x: the grammars are missing")
+
+    readiness.load_in_background([(first, broken), (second, lambda: None)], failures.append).join(10)
+    for step in (first, second):
+        with pytest.raises(ModelError, match="failed to load; the worker will restart"):
+            step.wait()
+    assert [str(e) for e in failures] == ["MODEL_DIR x: the grammars are missing"]

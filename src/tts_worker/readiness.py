@@ -22,6 +22,8 @@ from tts_worker.errors import ModelDirError, ModelError
 
 logger = logging.getLogger(__name__)
 
+WAIT_SECONDS = 600.0  # a load that has not finished by then is stuck: the job fails and the worker restarts
+
 
 class Readiness:
     """Whether a component's models are loaded. Starts ready unless `pending`."""
@@ -45,7 +47,8 @@ class Readiness:
         """Return once the models are loaded; `ModelError` if their load failed."""
         if not self._event.is_set():
             t0 = time.perf_counter()
-            self._event.wait()
+            if not self._event.wait(WAIT_SECONDS):
+                raise ModelError(f"{self.what} did not finish loading in {WAIT_SECONDS:.0f} s; the worker will restart")
             logger.info("waited %.2f s for %s to load", time.perf_counter() - t0, self.what)
         if self._error is not None:
             raise ModelError(f"{self.what} failed to load; the worker will restart") from self._error
