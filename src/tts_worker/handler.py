@@ -18,6 +18,9 @@ and their chunks are sampled in shared batches (batching.py).
 request yields just the whole result. RunPod posts each yield to the job's
 stream and, with `return_aggregate_stream`, returns them all as a list from
 /runsync. A failed job yields its error last, and RunPod marks it FAILED.
+
+Every handler gives the heap's freed memory back to the OS when its last job in
+flight ends (heap.py), so a warm worker's resident set stays flat.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tts_worker.errors import WorkerError
+from tts_worker.heap import IdleTrim
 from tts_worker.log import job_context
 from tts_worker.parsing import name_fields, parse_request
 from tts_worker.pipeline import Emit, Worker
@@ -42,21 +46,24 @@ ProgressHook = Callable[[Job, dict[str, Any]], None]
 
 def make_handler(worker: Worker, progress: ProgressHook | None = None) -> Callable[[Job], dict[str, Any]]:
     """`progress(job, update)` receives each job's progress updates (RunPod's `progress_update`)."""
+    heap = IdleTrim()
 
     def handler(job: Job) -> dict[str, Any]:
-        return _handle(worker, job, progress, None)
+        return _handle(worker, job, progress, None, heap)
 
     return handler
 
 
-def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit | None) -> dict[str, Any]:
+def _handle(
+    worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit | None, heap: IdleTrim
+) -> dict[str, Any]:
     job_id = str(job.get("id", "local"))
 
     def report(update: dict[str, Any]) -> None:
         if progress is not None:
             progress(job, update)
 
-    with job_context(job_id):
+    with job_context(job_id), heap.job():
         request: Request | None = None
         try:
             request = parse_request(job.get("input"), worker.limits)
@@ -81,8 +88,10 @@ def _handle(worker: Worker, job: Job, progress: ProgressHook | None, emit: Emit 
 def make_async_handler(
     worker: Worker, progress: ProgressHook | None = None
 ) -> Callable[[Job], Awaitable[dict[str, Any]]]:
+    heap = IdleTrim()
+
     async def async_handler(job: Job) -> dict[str, Any]:
-        return await asyncio.to_thread(_handle, worker, job, progress, None)
+        return await asyncio.to_thread(_handle, worker, job, progress, None, heap)
 
     return async_handler
 
@@ -92,6 +101,7 @@ def make_streaming_handler(
 ) -> Callable[[Job], AsyncIterator[dict[str, Any]]]:
     """The handler for STREAMING=true. RunPod's generator path drops a result's `refresh_worker`, so a
     model failure calls `on_refresh` instead (which sets it in the worker's config)."""
+    heap = IdleTrim()
 
     async def streaming_handler(job: Job) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -100,7 +110,7 @@ def make_streaming_handler(
         def emit(partial: dict[str, Any]) -> None:  # from the job's thread
             loop.call_soon_threadsafe(partials.put_nowait, partial)
 
-        done = asyncio.ensure_future(asyncio.to_thread(_handle, worker, job, progress, emit))
+        done = asyncio.ensure_future(asyncio.to_thread(_handle, worker, job, progress, emit, heap))
         while True:
             getter = asyncio.ensure_future(partials.get())
             await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
