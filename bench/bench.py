@@ -226,7 +226,8 @@ def _overhead(model_dir: Path, nfe: int, repeats: int, storage: Path) -> dict[st
     from tts_worker.settings import Settings
     from tts_worker.voices import default_voice
 
-    settings = Settings(model_dir=model_dir, storage_dir=storage, device=os.environ.get("DEVICE", "cpu"))
+    device = os.environ.get("DEVICE", "cpu")  # per-job costs: everything loaded before the first measurement
+    settings = Settings(model_dir=model_dir, storage_dir=storage, device=device, background_load=False)
     worker = Worker.load(settings)
     # As `python -m tts_worker` serves jobs: the async handler, which runs each job in a thread of its own.
     # (The thread that loaded the models can carry other thread settings: see `torch_threads` below.)
@@ -312,10 +313,13 @@ def quality_cost(model_dir: Path, nfe: int) -> dict[str, Any]:
         from tts_worker.quality import AsrJudge, Policy, reference_rate
         from tts_worker.retakes import Retakes
         from tts_worker.settings import Settings
+        from tts_worker.voices import default_voice
 
-        settings = Settings(model_dir=model_dir, storage_dir=Path(tmp), device=os.environ.get("DEVICE", "cpu"))
+        # Per-job costs, not start-up: everything loaded before the first measurement.
+        device = os.environ.get("DEVICE", "cpu")
+        settings = Settings(model_dir=model_dir, storage_dir=Path(tmp), device=device, background_load=False)
         worker = Worker.load(settings)
-        data, text = tts.default_voice()
+        data, text = default_voice()
         samples, rate = audio.decode(data, field="voice")
         ref = worker.engine.prepare_reference(audio.resample(samples, rate, tts.SAMPLE_RATE), text, max_seconds=12)
         gens = [tts.Generation(ref, TEXT_10S, tts.SamplingParams(nfe_steps=nfe), SEED)]
