@@ -206,7 +206,7 @@ def render(cs: dict[str, Any]) -> list[str]:
         values = [f"{p[phase]:.2f}" if phase in p else "" for p in fast]
         if any(values):
             lines.append(f"| {phase} | " + " | ".join(values) + " |")
-    return [*lines, "", *SEQUENCE]
+    return [*lines, "", *SEQUENCE, ""]
 
 
 SEQUENCE = """### The start-up sequence
