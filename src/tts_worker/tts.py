@@ -83,6 +83,7 @@ class F5Engine:
     def __init__(self, model: Any, vocoder: Any, device: str, manifest: Manifest) -> None:
         self._model = model.eval()  # f5_tts's loader leaves training mode (dropout) on; CFM.sample sets this
         self._vocoder = vocoder
+        self._f5 = f5_loading.model_classes()  # the model code's helpers sampling calls (imported by now)
         self.device = device
         self.name = manifest.tts.name
         self.tiny = manifest.tiny
@@ -180,7 +181,6 @@ class F5Engine:
         """Sample `gens` as one batch (they must share `batch_key`), then vocode each; in order."""
         if not gens or len({g.batch_key for g in gens}) != 1:
             raise ValueError("generate_batch needs one or more generations with the same sampling parameters")
-        convert_char_to_pinyin = f5_loading.model_classes().convert_char_to_pinyin
         gens = [Generation(g.ref, " ".join(g.text.split()), g.params, g.seed) for g in gens]
         texts = [g.ref.text + g.text for g in gens]
         ref_frames = [self._ref_frames(g.ref) for g in gens]
@@ -190,7 +190,7 @@ class F5Engine:
         try:
             with self._lock, torch.inference_mode():
                 t0 = time.perf_counter()
-                mel, lengths = self._sample(gens, convert_char_to_pinyin(texts), durations)
+                mel, lengths = self._sample(gens, self._f5.convert_char_to_pinyin(texts), durations)
                 sample_seconds = time.perf_counter() - t0
                 out = []
                 for i, g in enumerate(gens):
@@ -218,15 +218,14 @@ class F5Engine:
         from torch.nn.utils.rnn import pad_sequence
         from torchdiffeq import odeint
 
-        f5 = f5_loading.model_classes()
-        get_epss_timesteps, lens_to_mask, list_str_to_idx = f5.get_epss_timesteps, f5.lens_to_mask, f5.list_str_to_idx
+        f5 = self._f5
         model = self._model
         params = gens[0].params
         device = self.device
         dtype = next(model.parameters()).dtype
         conds = [model.mel_spec(g.ref.audio).permute(0, 2, 1)[0].to(dtype) for g in gens]
         lens = torch.tensor([c.shape[0] for c in conds], device=device, dtype=torch.long)
-        tokens = list_str_to_idx(text, model.vocab_char_map).to(device)
+        tokens = f5.list_str_to_idx(text, model.vocab_char_map).to(device)
         duration = torch.tensor(durations, device=device, dtype=torch.long)
         # As upstream: at least the text or the prompt plus one frame, so something is generated.
         duration = torch.maximum(torch.maximum((tokens != -1).sum(dim=-1), lens) + 1, duration)
@@ -234,9 +233,9 @@ class F5Engine:
 
         cond = pad_sequence(conds, batch_first=True)
         cond = torch.nn.functional.pad(cond, (0, 0, 0, max_duration - cond.shape[1]), value=0.0)
-        cond_mask = lens_to_mask(lens, length=max_duration).unsqueeze(-1)
+        cond_mask = f5.lens_to_mask(lens, length=max_duration).unsqueeze(-1)
         step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
-        mask = lens_to_mask(duration) if len(gens) > 1 else None  # upstream passes none for one item
+        mask = f5.lens_to_mask(duration) if len(gens) > 1 else None  # upstream passes none for one item
 
         def flow(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             if params.cfg_strength < 1e-5:
@@ -254,7 +253,7 @@ class F5Engine:
             noise.append(torch.randn(frames, model.num_channels, generator=generator, device=device, dtype=dtype))
         y0 = pad_sequence(noise, padding_value=0, batch_first=True)
 
-        t = get_epss_timesteps(params.nfe_steps, device=device, dtype=dtype)
+        t = f5.get_epss_timesteps(params.nfe_steps, device=device, dtype=dtype)
         t = t + params.sway_sampling_coef * (torch.cos(torch.pi / 2 * t) - 1 + t)
         try:
             trajectory = odeint(flow, y0, t, **model.odeint_kwargs)
