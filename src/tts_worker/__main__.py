@@ -1,4 +1,5 @@
-"""Start the worker: settings, then the models loaded and warmed once, then the RunPod loop.
+"""Start the worker: settings, the TTS model loaded (and warmed up on CUDA), then the RunPod loop while
+the grammars, aligner and ASR load in the background (readiness.py).
 
     python -m tts_worker                       serve jobs (RunPod, or --rp_serve_api locally)
     python -m tts_worker --test_input '{...}'  run one job and exit

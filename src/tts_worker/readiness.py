@@ -1,6 +1,6 @@
 """Components whose models load after start-up, while the worker already takes jobs.
 
-The TTS model is loaded and warmed before the RunPod loop starts; the normalisation grammars, the
+The TTS model is loaded (and, on CUDA, warmed up) before the RunPod loop starts; the normalisation grammars, the
 aligner and the ASR model can load in one background thread meanwhile (`BACKGROUND_LOAD`,
 docs/PERFORMANCE.md says why it is the default). A component that loads this way holds a
 `Readiness`; each of its methods that needs the models calls `wait()` first, so a job that needs
