@@ -86,8 +86,8 @@ def _package_without_init() -> types.ModuleType:
         nonlocal initialised
         with _init_lock:
             if not initialised and not name.startswith("__"):
+                loader.exec_module(package)  # its ImportError, if any, reaches the caller (and the next one)
                 initialised = True
-                loader.exec_module(package)
         try:
             return package.__dict__[name]
         except KeyError:
